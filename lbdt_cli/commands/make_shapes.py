@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from lbdt_cli.errors import InputError
 
@@ -48,17 +47,14 @@ def register(app: typer.Typer) -> None:
         if quiet:
             console.print(str(out_dir))
             return
-        table = Table(title=f"{clips} clip(s), {size}x{size}, {frames} frames @ {index['fps']} fps",
-                      show_lines=False)
-        table.add_column("clip")
-        table.add_column("expression")
-        table.add_column("kind")
-        table.add_column("needs motion")
+        console.print(f"[bold]{clips} clip(s)[/], {size}x{size}, {frames} frames @ {index['fps']} fps", highlight=False)
         for cid, entry in index["clips"].items():
-            video = out_dir / entry["video"]
+            console.print(f"[cyan]{out_dir / entry['video']}[/]  masks: {out_dir / entry['masks']}",
+                          highlight=False, soft_wrap=True)
             for j, e in enumerate(entry["expressions"]):
-                table.add_row(str(video) if j == 0 else "", e["text"], e["kind"], "yes" if e["needs_motion"] else "")
-        console.print(table)
+                tag = "  [yellow](needs motion)[/]" if e["needs_motion"] else ""
+                console.print(f"    {j}  \"{e['text']}\"  [dim]{e['kind']}, object {e['object']}[/]{tag}",
+                              highlight=False, soft_wrap=True)
         console.print(f"[green]wrote[/] {out_dir}/  (videos: <clip>.mp4, masks: <clip>/masks/<frame>.png with "
                       f"value = object index + 1, index: {out_dir / 'expressions.json'})", highlight=False)
 
