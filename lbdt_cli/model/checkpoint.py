@@ -1,0 +1,200 @@
+"""Checkpoints: our self-describing format, and the authors' released LBDT-1 / LBDT-4 files."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from lbdt_cli.errors import CheckpointError
+from lbdt_cli.model.configs import CONFIGS, LBDTConfig, get_config
+from lbdt_cli.model.encoders import RESNET_SPECS
+
+FORMAT = "lbdt-cli/1"
+TOKENIZER = "lbdt-regex-v1"  # the released code's tokenizer (datasets-and-metrics.md §5.1)
+
+# Authors' key -> ours, applied in order to the part after an optional "module." prefix.
+_OFFICIAL_RENAMES = [
+    (r"^conv1_1\.", "spatial_encoder.conv1."),
+    (r"^bn1_1\.", "spatial_encoder.bn1."),
+    (r"^conv1_2\.", "temporal_encoder.conv1."),
+    (r"^bn1_2\.", "temporal_encoder.bn1."),
+    (r"^res([2-5])_1\.", lambda m: f"spatial_encoder.layer{int(m.group(1)) - 1}."),
+    (r"^res([2-5])_2\.", lambda m: f"temporal_encoder.layer{int(m.group(1)) - 1}."),
+    (r"^conv_r([45])_1_(reduce|up)\.", r"transfer.stage\1.\2_spatial."),
+    (r"^conv_r([45])_2_(reduce|up)\.", r"transfer.stage\1.\2_temporal."),
+    (r"^transformer\.stage([45])\.layers\.", r"transfer.stage\1.layers."),
+    (r"\.self_attn_words\.", ".words_self_attn."),
+    (r"\.cross_attn_img\.", ".words_from_source."),
+    (r"\.cross_attn_flo\.", ".target_from_words."),
+    (r"\.norm_words_1\.", ".norm_words_self."),
+    (r"\.norm_words_2\.", ".norm_words_source."),
+    (r"\.norm_flo\.", ".norm_target."),
+    (r"\.norm_flo2\.", ".norm_ffn."),
+    (r"^decoder\.refine_spa\.", "decoder.refine_spatial."),
+    (r"^decoder\.refine_tem\.", "decoder.refine_temporal."),
+    (r"^decoder\.fusion\.img_flo_fc\.0\.", "decoder.bca.joint_fc."),
+    (r"^decoder\.fusion\.img_txt_fc\.", "decoder.bca.spatial_language_fc."),
+    (r"^decoder\.fusion\.flo_txt_fc\.", "decoder.bca.temporal_language_fc."),
+    (r"^decoder\.fusion\.img_enhance_fc\.", "decoder.bca.spatial_consistency_fc."),
+    (r"^decoder\.fusion\.flo_enhance_fc\.", "decoder.bca.temporal_consistency_fc."),
+    (r"^decoder\.fusion\.fusion_cat_conv\.", "decoder.bca.fuse_conv."),
+    (r"^decoder\.fuse_tower\.", "decoder.head."),
+]
+_OFFICIAL_RENAMES = [(re.compile(p), r) for p, r in _OFFICIAL_RENAMES]
+# Trained but never used in the released forward pass; dropped knowingly.
+OFFICIAL_UNUSED_PREFIXES = ("decoder.spa_tower.", "decoder.tem_tower.", "decoder.mask_head.")
+
+
+def official_to_ours(key: str) -> str:
+    for pattern, repl in _OFFICIAL_RENAMES:
+        key = pattern.sub(repl, key)
+    return key
+
+
+def _atomic_save(obj, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path, model, provenance: dict | None = None, training_state: dict | None = None,
+                    half: bool = False) -> None:
+    """Write our format atomically: config, text settings, weights, provenance, optional
+    training state (optimizer, scheduler, RNG, ...). `half` stores float weights as fp16."""
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
+             for k, v in model.state_dict().items()}
+    cfg = model.config
+    _atomic_save({
+        "format": FORMAT,
+        "config": cfg.to_dict(),
+        "text": {"tokenizer": TOKENIZER, "word_embedding": cfg.word_embedding, "max_words": cfg.max_words,
+                 "word_dim": cfg.word_dim},
+        "state_dict": state,
+        "provenance": dict(provenance or {}),
+        "training_state": training_state,
+    }, path)
+
+
+def _torch_load(path: Path, map_location):
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        # Our training checkpoints may hold plain-Python RNG states the safe loader refuses.
+        return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def read_checkpoint(path, map_location="cpu") -> dict:
+    """Load a checkpoint file into a dict in our format (the authors' files are converted)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint path is a folder, not a file: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint file is empty: {path}")
+    try:
+        obj = _torch_load(path, map_location)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError,
+            AttributeError, ImportError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({first[:160]})") from None
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        return obj
+    state = _find_state_dict(obj)
+    if state is None:
+        raise CheckpointError(f"{path} holds no model weights (expected a state dict of tensors or an lbdt checkpoint)")
+    return _convert_official(state, path)
+
+
+def _find_state_dict(obj):
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state_dict"):
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                return inner
+    return None
+
+
+def _convert_official(state: dict, path: Path) -> dict:
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    if "conv1_1.weight" not in state or not any(k.startswith("transformer.stage4.layers.") for k in state):
+        sample = ", ".join(sorted(state)[:3])
+        raise CheckpointError(
+            f"{path} is not an LBDT checkpoint: missing 'conv1_1.weight' and 'transformer.stage4.layers.*' "
+            f"(first keys: {sample})")
+    layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"transformer\.stage4\.layers\.(\d+)\.", k)))
+    blocks = [1 + max((int(m.group(1)) for k in state if (m := re.match(rf"res{s}_1\.(\d+)\.", k))), default=-1)
+              for s in range(2, 6)]
+    bottleneck = "res2_1.0.conv3.weight" in state
+    backbone = next((name for name, (blk, n) in RESNET_SPECS.items()
+                     if n == blocks and (blk.expansion == 4) == bottleneck), None)
+    if backbone is None:
+        raise CheckpointError(f"{path}: unsupported backbone layout (blocks per stage {blocks})")
+    base = CONFIGS.get(f"lbdt{layers}", CONFIGS["lbdt1"])
+    config = get_config(base, name=f"lbdt{layers}", transfer_layers=layers, backbone=backbone)
+    ours = {official_to_ours(k): v for k, v in state.items() if not k.startswith(OFFICIAL_UNUSED_PREFIXES)}
+    return {
+        "format": FORMAT,
+        "config": config.to_dict(),
+        "text": {"tokenizer": TOKENIZER, "word_embedding": "glove", "glove": "glove.840B.300d",
+                 "max_words": 25, "word_dim": 300},
+        "state_dict": ours,
+        "provenance": {"source": "authors' release (dzh19990407/LBDT)", "file": str(path),
+                       "dropped_unused": list(OFFICIAL_UNUSED_PREFIXES), "training_data": "A2D Sentences",
+                       "interval": 6},
+        "training_state": None,
+    }
+
+
+def _describe(keys: list[str], limit: int = 3) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def model_from_checkpoint(ckpt: dict, source: str = "checkpoint"):
+    from lbdt_cli.model.lbdt import LBDT
+
+    try:
+        config = LBDTConfig.from_dict(ckpt["config"])
+        model = LBDT(config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: invalid model config ({exc})") from None
+    expected = model.state_dict()
+    state = ckpt["state_dict"]
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+                  for k in expected if k in state and state[k].shape != expected[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys ({_describe(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys ({_describe(unexpected)})")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatches ({_describe(mismatched)})")
+    if problems:
+        raise CheckpointError(f"{source} does not match the {config.name} architecture: " + "; ".join(problems))
+    model.load_state_dict(state)
+    model.provenance = dict(ckpt.get("provenance") or {})
+    model.text_settings = dict(ckpt.get("text") or {})
+    return model.eval()
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """A ready LBDT module (eval mode) from our format or the authors' LBDT-1/LBDT-4 files."""
+    return model_from_checkpoint(read_checkpoint(path, map_location), source=str(path))

@@ -1,0 +1,211 @@
+"""The text side: the authors' tokenizer, GloVe vectors (with a parse-once cache), learned
+embeddings for small configs, and the LSTM word encoder."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from lbdt_cli.errors import InputError
+
+MAX_WORDS = 25
+PAD_TOKEN = ""
+_SPLIT = re.compile(r"(\W+)")
+_WORDLIKE = re.compile(r"\w")
+
+
+@dataclass
+class Tokens:
+    tokens: list[str]  # exactly max_words entries, padded with PAD_TOKEN
+    mask: list[int]  # 1 for real tokens, 0 for padding
+    truncated: bool = False
+    num_tokens: int = 0  # before truncation
+
+    @property
+    def real_tokens(self) -> list[str]:
+        return [t for t, m in zip(self.tokens, self.mask) if m]
+
+
+def tokenize(sentence: str, max_words: int = MAX_WORDS) -> Tokens:
+    """Tokenise like the released LBDT code, quirks included.
+
+    `re.split` with a capturing group keeps separator runs (", ", "'", "  ") as tokens; they
+    are out of vocabulary, so they get zero vectors while still counting as real words.
+    """
+    parts = _SPLIT.split(sentence.strip())
+    tokens = [p.lower() for p in parts if p not in ("", " ")]
+    if not tokens:
+        tokens = [PAD_TOKEN]
+    if tokens[-1] == "." and len(tokens) > 1:
+        # The authors drop a trailing ".". We keep a lone "." so that at least one word is
+        # unmasked: an all-padding sentence would make every attention row NaN.
+        tokens = tokens[:-1]
+    num = len(tokens)
+    tokens = tokens[:max_words]
+    mask = [1] * len(tokens) + [0] * (max_words - len(tokens))
+    tokens = tokens + [PAD_TOKEN] * (max_words - len(tokens))
+    return Tokens(tokens, mask, truncated=num > max_words, num_tokens=num)
+
+
+def is_wordlike(token: str) -> bool:
+    return bool(_WORDLIKE.search(token))
+
+
+class GloveVectors:
+    """GloVe vectors from the standard text format (`glove.840B.300d.txt` and friends).
+
+    The first load parses the text file into a float32 .npy matrix plus a word list in a cache
+    folder; later loads memory-map the matrix, so a 5 GB file is parsed once, not per run.
+    Lookups are case-sensitive (queries are lowercased by the tokenizer), like torchtext.
+    """
+
+    CACHE_VERSION = 1
+
+    def __init__(self, words: list[str], vectors: np.ndarray, source: str = ""):
+        self.stoi = {w: i for i, w in enumerate(words)}  # a repeated word: the last row wins
+        self.vectors = vectors
+        self.dim = int(vectors.shape[1])
+        self.source = source
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> "GloveVectors":
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"GloVe file not found: {path}")
+        stat = path.stat()
+        if stat.st_size == 0:
+            raise InputError(f"GloVe file is empty: {path}")
+        key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{cls.CACHE_VERSION}".encode()).hexdigest()[:16]
+        cache = Path(cache_dir) if cache_dir else Path(os.environ.get("LBDT_CACHE", Path.home() / ".cache" / "lbdt")) / "glove"
+        npy, vocab = cache / f"{path.stem}-{key}.npy", cache / f"{path.stem}-{key}.words"
+        if npy.is_file() and vocab.is_file():
+            words = vocab.read_text(encoding="utf-8").split("\n")
+            return cls(words, np.load(npy, mmap_mode="r"), source=str(path))
+        words, vectors = cls._parse(path)
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = npy.with_name(f".{npy.name}.tmp.{os.getpid()}.npy")
+            np.save(tmp, vectors)
+            os.replace(tmp, npy)
+            tmpw = vocab.with_name(f".{vocab.name}.tmp.{os.getpid()}")
+            tmpw.write_text("\n".join(words), encoding="utf-8")
+            os.replace(tmpw, vocab)
+        except OSError:
+            pass  # an unwritable cache only costs speed
+        return cls(words, vectors, source=str(path))
+
+    @staticmethod
+    def _parse(path: Path) -> tuple[list[str], np.ndarray]:
+        words: list[str] = []
+        rows: list[np.ndarray] = []
+        dim = None
+        with open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                parts = raw.rstrip(b"\r\n").rstrip(b" ").split(b" ")
+                if len(parts) < 3:
+                    continue  # a header line such as "400000 300"
+                if dim is None:
+                    dim = len(parts) - 1
+                if len(parts) < dim + 1:
+                    raise InputError(f"GloVe file {path} line {lineno}: expected a word and {dim} numbers")
+                # A few 840B words contain spaces: the vector is always the last `dim` fields.
+                try:
+                    word = b" ".join(parts[: len(parts) - dim]).decode("utf-8")
+                    rows.append(np.asarray(parts[len(parts) - dim :], dtype=np.float32))
+                except (UnicodeDecodeError, ValueError):
+                    continue
+                words.append(word)
+        if not rows:
+            raise InputError(f"GloVe file {path} holds no vectors (expected lines 'word v1 v2 ... vD')")
+        return words, np.stack(rows)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self.stoi
+
+    def lookup(self, tokens: list[str]) -> np.ndarray:
+        out = np.zeros((len(tokens), self.dim), dtype=np.float32)
+        for i, tok in enumerate(tokens):
+            j = self.stoi.get(tok) if tok else None
+            if j is not None:
+                out[i] = self.vectors[j]
+        return out
+
+
+@dataclass
+class SentenceReport:
+    sentence: str
+    tokens: list[str]
+    unknown_words: list[str] = field(default_factory=list)
+    truncated: bool = False
+    num_tokens: int = 0
+
+
+class TextEmbedder:
+    """Turns sentences into the model's word inputs ([E, N, 300] vectors and an [E, N] mask)."""
+
+    def __init__(self, model: nn.Module, glove: GloveVectors | None = None):
+        self.model = model
+        self.config = model.config
+        self.glove = glove
+        if self.config.word_embedding == "glove":
+            if glove is None:
+                raise InputError(f"model {self.config.name!r} uses GloVe word vectors: pass --glove PATH "
+                                 "(e.g. glove.840B.300d.txt)")
+            if glove.dim != self.config.word_dim:
+                raise InputError(f"GloVe file has {glove.dim}-d vectors but the model expects {self.config.word_dim}-d")
+        else:
+            self.stoi = {w: i + 1 for i, w in enumerate(self.config.vocabulary or ())}
+
+    @classmethod
+    def for_model(cls, model: nn.Module, glove_path: str | os.PathLike | None = None,
+                  cache_dir: str | os.PathLike | None = None) -> "TextEmbedder":
+        glove = None
+        if model.config.word_embedding == "glove" and glove_path is not None:
+            glove = GloveVectors.from_file(glove_path, cache_dir)
+        return cls(model, glove)
+
+    def token_ids(self, sentences: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[SentenceReport]]:
+        """Learned-embedding configs: ids [E, N] (0 = padding or unknown) and mask [E, N]."""
+        ids, masks, reports = [], [], []
+        for s in sentences:
+            tok = tokenize(s, self.config.max_words)
+            ids.append([self.stoi.get(t, 0) if m else 0 for t, m in zip(tok.tokens, tok.mask)])
+            masks.append(tok.mask)
+            unknown = [t for t in tok.real_tokens if is_wordlike(t) and t not in self.stoi]
+            reports.append(SentenceReport(s, tok.real_tokens, unknown, tok.truncated, tok.num_tokens))
+        return torch.tensor(ids, dtype=torch.long), torch.tensor(masks, dtype=torch.float32), reports
+
+    def embed(self, sentences: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[SentenceReport]]:
+        if self.config.word_embedding != "glove":
+            ids, mask, reports = self.token_ids(sentences)
+            with torch.no_grad():
+                param = next(self.model.parameters())
+                vectors = self.model.embed_words(ids.to(param.device)).float().cpu()
+            return vectors, mask, reports
+        vecs, masks, reports = [], [], []
+        for s in sentences:
+            tok = tokenize(s, self.config.max_words)
+            vecs.append(self.glove.lookup(tok.tokens))
+            masks.append(tok.mask)
+            unknown = [t for t in tok.real_tokens if is_wordlike(t) and t not in self.glove]
+            reports.append(SentenceReport(s, tok.real_tokens, unknown, tok.truncated, tok.num_tokens))
+        return torch.from_numpy(np.stack(vecs)), torch.tensor(masks, dtype=torch.float32), reports
+
+
+class LSTMTextEncoder(nn.Module):
+    """One LSTM layer over all N word slots, padding included (as the checkpoints were trained)."""
+
+    def __init__(self, word_dim: int = 300, hidden_dim: int = 512):
+        super().__init__()
+        self.lstm = nn.LSTM(word_dim, hidden_dim, num_layers=1, batch_first=True)
+
+    def forward(self, word_vectors: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(word_vectors)
+        return out
