@@ -62,6 +62,7 @@ class VideoInfo:
     has_audio: bool
     codec: str  # "h264", "vp9", ... or "images" for a frame folder
     is_folder: bool = False
+    audio_codec: str | None = None
 
 
 @lru_cache(maxsize=1)
@@ -147,7 +148,7 @@ def _parse_banner(path: Path, text: str) -> VideoInfo:
     if m:
         duration = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
     video = None  # (codec, w, h, fps, rotation)
-    has_audio = False
+    has_audio, audio_codec = False, None
     lines = text.splitlines()
     for i, line in enumerate(lines):
         s = _STREAM.match(line)
@@ -155,6 +156,8 @@ def _parse_banner(path: Path, text: str) -> VideoInfo:
             continue
         kind, desc = s.group(2), s.group(3)
         if kind == "Audio":
+            if not has_audio:
+                audio_codec = desc.split(None, 1)[0].rstrip(",") if desc else None
             has_audio = True
             continue
         if kind != "Video" or video is not None or "attached pic" in desc:
@@ -181,7 +184,7 @@ def _parse_banner(path: Path, text: str) -> VideoInfo:
     if fps <= 0 or fps > 1000:
         fps = DEFAULT_FOLDER_FPS
     num_frames = int(round(duration * fps)) if duration else None
-    return VideoInfo(str(path), w, h, fps, num_frames, duration, rot, has_audio, codec)
+    return VideoInfo(str(path), w, h, fps, num_frames, duration, rot, has_audio, codec, audio_codec=audio_codec)
 
 
 def _ffmpeg_error(text: str) -> str:
