@@ -253,12 +253,17 @@ class _FFmpegStream:
         for line in self.proc.stderr:
             self._stderr.append(line)
 
-    def read(self) -> bytes | None:
+    def read(self) -> bytearray | None:
+        """One frame's bytes in a fresh (writable) buffer, or None at the end of the stream."""
         assert self.proc.stdout is not None
-        data = self.proc.stdout.read(self.frame_bytes)
-        if len(data) < self.frame_bytes:
-            return None
-        return data
+        buf = bytearray(self.frame_bytes)
+        view, got = memoryview(buf), 0
+        while got < self.frame_bytes:
+            n = self.proc.stdout.readinto(view[got:])
+            if not n:
+                return None
+            got += n
+        return buf
 
     def error_text(self) -> str:
         self.proc.wait()

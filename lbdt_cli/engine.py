@@ -1,0 +1,356 @@
+"""Batched LBDT inference over a stream of frames, shared by `segment` and `eval`.
+
+The road a frame takes:
+
+    reader thread: decode ──► bounded queue ──► main thread: look-back window (δ frames)
+        ──► preprocess (resize, normalise, |difference|) ──► batch of (frame, expression) pairs
+        ──► model (each expression's text encoded once) ──► logits upsampled to the clip's size,
+        sigmoid ──► bounded queue ──► writer thread: threshold, encode, write
+
+Decode, model and encode overlap, and every queue is bounded, so memory stays flat however
+long the clip is: at most `interval + 1` decoded frames are kept for the frame difference.
+
+Previous-frame rule: frame t is paired with frame max(t - δ, first), where `first` is the first
+frame read (frame `start` of the clip), so the first δ frames see a zero difference.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lbdt_cli.errors import LbdtError
+from lbdt_cli.model.preprocess import frame_difference, normalize_frames, previous_frame_index
+
+__all__ = ["Predictor", "FramePrediction", "Timings", "resolve_device"]
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_END = object()
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> first CUDA device if any, else CPU. LbdtError for a CUDA device that is not there."""
+    if device in ("auto", "", None):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise LbdtError(f"unknown --device {device!r} (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LbdtError(f"--device {device}: no CUDA GPU is available here (use cpu or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise LbdtError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise LbdtError(f"unsupported --device {device!r} (use auto, cpu, cuda or cuda:N)")
+    return dev
+
+
+@dataclass
+class Timings:
+    """Seconds spent in each stage (threads overlap, so the parts can sum to more than total)."""
+
+    decode_s: float = 0.0
+    model_s: float = 0.0
+    encode_s: float = 0.0
+    total_s: float = 0.0
+    frames: int = 0
+
+    def as_dict(self) -> dict:
+        d = {k: round(v, 4) for k, v in self.__dict__.items() if k.endswith("_s")}
+        d["frames"] = self.frames
+        return d
+
+
+@dataclass
+class FramePrediction:
+    frame: object  # lbdt_cli.video.Frame (index, timestamp_s, rgb uint8 [H, W, 3])
+    probs: np.ndarray  # float32 [E, H, W] at the clip's own resolution
+    attention: dict | None = None  # per expression: {"words": [...], "frame": [N,h,w], "difference": [N,h,w]}
+    extra: dict = field(default_factory=dict)
+
+
+class _Reader(threading.Thread):
+    """Pulls frames from an iterator into a bounded queue, timing the decode; re-raises its errors."""
+
+    def __init__(self, frames: Iterable, maxsize: int, timings: Timings) -> None:
+        super().__init__(daemon=True)
+        self.frames, self.timings = frames, timings
+        self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        it = iter(self.frames)
+        try:
+            while not self.stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    item = next(it)
+                except StopIteration:
+                    break
+                self.timings.decode_s += time.perf_counter() - t0
+                while not self.stop.is_set():
+                    try:
+                        self.queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self.error = exc
+        finally:
+            if hasattr(it, "close"):
+                with contextlib.suppress(Exception):
+                    it.close()  # stops ffmpeg
+            while True:  # the end marker must get through even if the queue is full
+                try:
+                    self.queue.put(_END, timeout=0.1)
+                    break
+                except queue.Full:
+                    if self.stop.is_set():
+                        with contextlib.suppress(queue.Empty):
+                            self.queue.get_nowait()
+
+    def __iter__(self) -> Iterator:
+        while True:
+            item = self.queue.get()
+            if item is _END:
+                if self.error is not None:
+                    raise self.error
+                return
+            yield item
+
+    def close(self) -> None:
+        self.stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.queue.get_nowait()
+        self.join(timeout=10)
+
+
+class Predictor:
+    """Runs an LBDT model on frames, in batches, with the text side encoded once per expression.
+
+        predictor = Predictor(model, device="auto", precision="fp32", batch_size=8)
+        text = predictor.encode_text(word_vectors, word_mask)       # [E, 25, 300], [E, 25]
+        for pred in predictor.predict_stream(iter_frames(path), text):
+            pred.probs                                               # float32 [E, H, W]
+
+    `batch_size` counts model inputs, i.e. (frame, expression) pairs: with E expressions a batch
+    holds ceil(batch_size / E) frames.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto", precision: str = "fp32",
+                 batch_size: int = 8, input_size: int | None = None, interval: int | None = None) -> None:  # fmt: skip
+        if precision not in _DTYPES:
+            raise LbdtError(f"unknown --precision {precision!r} (use fp32, fp16 or bf16)")
+        if batch_size < 1:
+            raise LbdtError(f"--batch-size must be >= 1, got {batch_size}")
+        self.device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+        if precision == "fp16" and self.device.type != "cuda":
+            raise LbdtError("--precision fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
+        self.precision = precision
+        self.batch_size = batch_size
+        self.input_size = int(input_size or model.config.input_size)
+        if self.input_size % 32:
+            raise LbdtError(f"--size must be a multiple of 32, got {self.input_size}")
+        self.interval = int(model.config.interval if interval is None else interval)
+        if self.interval < 1:
+            raise LbdtError(f"--interval must be >= 1, got {self.interval}")
+        self.model = model.to(self.device).eval()
+
+    # ------------------------------------------------------------------ text
+
+    @torch.inference_mode()
+    def encode_text(self, word_vectors: torch.Tensor, word_mask: torch.Tensor):
+        """Encode E expressions once: TextFeatures with batch E, on the model's device."""
+        return self.model.encode_text(word_vectors.to(self.device), word_mask.to(self.device))
+
+    # ------------------------------------------------------------------ model
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+
+    def _preprocess(self, rgb: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device, non_blocking=True)
+        return normalize_frames(x, self.input_size)[0]
+
+    @torch.inference_mode()
+    def _forward(self, images: torch.Tensor, prevs: torch.Tensor, text, text_index: torch.Tensor,
+                 return_attention: bool = False):  # fmt: skip
+        """images, prevs: normalised [B,3,S,S]; one expression index per row. Logits float32 [B,1,S,S]."""
+        diff = frame_difference(images, prevs)
+        with self._autocast():
+            logits, attn = self.model.forward_with_text(images, diff, text.index(text_index), return_attention)
+        return logits.float(), attn
+
+    @torch.inference_mode()
+    def _run_batch(self, batch: list, text, num_expr: int, attention_frames: set[int] | None):
+        """batch: [(frame, x_t, x_prev)] -> list[FramePrediction]."""
+        n = len(batch)
+        images = torch.stack([b[1] for b in batch]).repeat_interleave(num_expr, dim=0)
+        prevs = torch.stack([b[2] for b in batch]).repeat_interleave(num_expr, dim=0)
+        text_index = torch.arange(num_expr, device=self.device).repeat(n)
+        want_attn = bool(attention_frames) and any(b[0].index in attention_frames for b in batch)
+        logits, attn = self._forward(images, prevs, text, text_index, want_attn)
+        out = []
+        for i, (frame, _, _) in enumerate(batch):
+            h, w = frame.rgb.shape[:2]
+            lg = logits[i * num_expr : (i + 1) * num_expr]
+            probs = torch.sigmoid(F.interpolate(lg, size=(h, w), mode="bilinear", align_corners=False))[:, 0]
+            maps = None
+            if want_attn and frame.index in attention_frames:
+                maps = self._attention_maps(attn, i, num_expr)
+            out.append(FramePrediction(frame, probs.cpu().numpy(), maps))
+        return out
+
+    def _attention_maps(self, attn: dict, row: int, num_expr: int) -> list[dict]:
+        """Per expression of frame `row`: per-word maps over the frame and the frame difference
+        (stage 4, last transfer layer, heads averaged), like the paper's Fig. 6."""
+        layer = attn["stage4"][-1]
+        side = self.input_size // 16
+        maps = []
+        for e in range(num_expr):
+            r = row * num_expr + e
+            on_frame = layer["to_temporal"].words_from_source[r]  # words gathered from the spatial stream
+            on_diff = layer["to_spatial"].words_from_source[r]  # ... and from the temporal stream
+            maps.append({
+                "frame": on_frame.float().reshape(-1, side, side).cpu().numpy(),
+                "difference": on_diff.float().reshape(-1, side, side).cpu().numpy(),
+            })  # fmt: skip
+        return maps
+
+    # ------------------------------------------------------------------ streams
+
+    def predict_stream(self, frames: Iterable, text, *, select: Callable[[object], bool] | None = None,
+                       timings: Timings | None = None, attention_frames: Sequence[int] | None = None,
+                       first_index: int | None = None) -> Iterator[FramePrediction]:  # fmt: skip
+        """Probabilities for every frame of `frames` (objects with .index and .rgb, in order).
+
+        Frames for which `select(frame)` is False are only kept as possible previous frames (for
+        --stride); the previous frame of frame t is max(t - interval, first_index or the first
+        frame's index). Decoding runs on a reader thread.
+        """
+        timings = timings if timings is not None else Timings()
+        num_expr = int(text.words.shape[0])
+        frames_per_batch = max(1, -(-self.batch_size // num_expr))
+        attention_frames = set(attention_frames or ())
+        reader = _Reader(frames, maxsize=2 * frames_per_batch + 2, timings=timings)
+        reader.start()
+        window: collections.OrderedDict[int, list] = collections.OrderedDict()  # index -> [rgb, x or None]
+        first = first_index
+        batch: list = []
+        try:
+            for frame in reader:
+                if first is None:
+                    first = frame.index
+                window[frame.index] = [frame.rgb, None]
+                while next(iter(window)) < frame.index - self.interval:
+                    window.popitem(last=False)
+                if select is not None and not select(frame):
+                    continue
+                t0 = time.perf_counter()
+                prev = previous_frame_index(frame.index, self.interval, first)
+                if prev not in window:  # a gap in the indices: fall back to the oldest frame kept
+                    prev = next(iter(window))
+                for k in {frame.index, prev}:
+                    if window[k][1] is None:
+                        window[k][1] = self._preprocess(window[k][0])
+                batch.append((frame, window[frame.index][1], window[prev][1]))
+                timings.model_s += time.perf_counter() - t0
+                if len(batch) == frames_per_batch:
+                    yield from self._timed_batch(batch, text, num_expr, attention_frames, timings)
+                    batch = []
+            if batch:
+                yield from self._timed_batch(batch, text, num_expr, attention_frames, timings)
+        finally:
+            reader.close()
+
+    def _timed_batch(self, batch, text, num_expr, attention_frames, timings):
+        t0 = time.perf_counter()
+        preds = self._run_batch(batch, text, num_expr, attention_frames)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        timings.model_s += time.perf_counter() - t0
+        timings.frames += len(preds)
+        yield from preds
+
+    def run(self, frames: Iterable, text, sink: Callable[[FramePrediction], None], *,
+            select: Callable[[object], bool] | None = None, attention_frames: Sequence[int] | None = None,
+            first_index: int | None = None, on_frame: Callable[[FramePrediction], None] | None = None,
+            queue_size: int = 8) -> Timings:  # fmt: skip
+        """predict_stream with `sink(pred)` (the writers) called on a writer thread; returns Timings.
+
+        `on_frame(pred)` is called on the calling thread after each frame (progress bars).
+        An exception in the sink stops the run and is re-raised here.
+        """
+        timings = Timings()
+        out: queue.Queue = queue.Queue(maxsize=queue_size)
+        errors: list[BaseException] = []
+
+        def write_loop() -> None:
+            while True:
+                item = out.get()
+                if item is _END:
+                    return
+                if errors:
+                    continue  # drain after a failure
+                t0 = time.perf_counter()
+                try:
+                    sink(item)
+                except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
+                    errors.append(exc)
+                timings.encode_s += time.perf_counter() - t0
+
+        writer = threading.Thread(target=write_loop, daemon=True)
+        writer.start()
+        t_start = time.perf_counter()
+        try:
+            stream = self.predict_stream(frames, text, select=select, timings=timings,
+                                         attention_frames=attention_frames, first_index=first_index)  # fmt: skip
+            try:
+                for pred in stream:
+                    if errors:
+                        break
+                    out.put(pred)
+                    if on_frame is not None:
+                        on_frame(pred)
+            finally:
+                stream.close()
+        finally:
+            out.put(_END)
+            writer.join()
+        timings.total_s = time.perf_counter() - t_start
+        if errors:
+            raise errors[0]
+        return timings
+
+    # ------------------------------------------------------------------ pairs (eval)
+
+    @torch.inference_mode()
+    def predict_pairs(self, frames: Sequence[np.ndarray], prev_frames: Sequence[np.ndarray],
+                      text_index_per_pair: Sequence[int], text) -> list[np.ndarray]:  # fmt: skip
+        """Probabilities float32 [H, W] for each (frame, previous frame, expression index) triple,
+        at each frame's own size. Frames are uint8 [H, W, 3] RGB; sizes may differ between pairs."""
+        results: list[np.ndarray] = []
+        for lo in range(0, len(frames), self.batch_size):
+            hi = min(lo + self.batch_size, len(frames))
+            images = torch.stack([self._preprocess(f) for f in frames[lo:hi]])
+            prevs = torch.stack([self._preprocess(f) for f in prev_frames[lo:hi]])
+            idx = torch.as_tensor(list(text_index_per_pair[lo:hi]), device=self.device, dtype=torch.long)
+            logits, _ = self._forward(images, prevs, text, idx)
+            for k, f in enumerate(frames[lo:hi]):
+                up = F.interpolate(logits[k : k + 1], size=f.shape[:2], mode="bilinear", align_corners=False)
+                results.append(torch.sigmoid(up)[0, 0].cpu().numpy())
+        return results
