@@ -233,6 +233,7 @@ class SampleResult:
     video_id: str = ""
     frame: str = ""
     object_id: str = ""
+    expression_id: str = ""
     expression: str = ""
     pred_area: int = 0
     gt_area: int = 0
@@ -267,6 +268,7 @@ class MetricAccumulator:
         video_id: str = "",
         frame: str = "",
         object_id: str = "",
+        expression_id: str = "",
         expression: str = "",
         void: np.ndarray | None = None,
     ) -> SampleResult:
@@ -284,6 +286,7 @@ class MetricAccumulator:
             video_id=video_id,
             frame=str(frame),
             object_id=str(object_id),
+            expression_id=str(expression_id),
             expression=expression,
             pred_area=int(np.count_nonzero(p)),
             gt_area=int(np.count_nonzero(g)),
@@ -345,11 +348,11 @@ class MetricAccumulator:
 
 
 def per_object_mean(results: Sequence[SampleResult]) -> tuple[float, float]:
-    """DAVIS averaging: J and F are nanmean over each object's frames, then mean over objects.
-    An object is (video_id, object_id)."""
-    by_obj: dict[tuple[str, str], list[SampleResult]] = {}
+    """DAVIS averaging: J and F are nanmean over each track's frames, then mean over tracks.
+    A track is (video_id, object_id, expression_id): one referred object followed over its frames."""
+    by_obj: dict[tuple[str, str, str], list[SampleResult]] = {}
     for r in results:
-        by_obj.setdefault((r.video_id, r.object_id), []).append(r)
+        by_obj.setdefault((r.video_id, r.object_id, r.expression_id), []).append(r)
     if not by_obj:
         return float("nan"), float("nan")
     j = [np.nanmean([r.j for r in rs]) for rs in by_obj.values()]

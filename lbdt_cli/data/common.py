@@ -1,0 +1,249 @@
+"""What every evaluation dataset reader shares: the sample type, the check report, small file readers.
+
+A reader (`a2d`, `jhmdb`, `ytvos`, `davis`, `shapes_folder`) turns a dataset folder in its original
+release layout into a list of `Sample`s. A sample is one referring expression on one annotated frame;
+it knows its previous frame (for the frame difference) and can load its frames and its GT mask.
+Every missing or malformed file raises one `InputError` naming the file and what was expected.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from lbdt_cli.errors import InputError
+
+DATASETS = ("a2d", "jhmdb", "ytvos", "davis", "shapes")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One expression on one annotated frame.
+
+    `frame` / `prev_frame` are frame names as in the dataset's file names ("00025"); `object_id` is the
+    GT key (A2D instance id, YTVOS/DAVIS object id); `expression_id` names the expression within its
+    video (used for `--save-masks DIR/<video>/<expression_id>/<frame>.png`).
+    """
+
+    sample_id: str
+    video_id: str
+    frame: str
+    prev_frame: str
+    expression: str
+    object_id: str
+    expression_id: str
+    dataset: "RvosDataset" = field(repr=False, compare=False)
+
+    def load_gt(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(GT mask bool H×W, void mask bool H×W or None)."""
+        return self.dataset.load_gt(self)
+
+    def load_frame(self, name: str | None = None) -> np.ndarray:
+        """A frame of this sample's video (default: its own frame) as uint8 H×W×3."""
+        name = self.frame if name is None else name
+        return self.dataset.load_frames(self.video_id, [name])[name]
+
+
+@dataclass
+class CheckReport:
+    """What `--check` found in a dataset folder."""
+
+    dataset: str
+    root: str
+    split: str
+    videos: int
+    expressions: int
+    annotated_frames: int
+    samples: int
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class RvosDataset:
+    """Base class of the readers. Subclasses fill `samples` and implement the two loaders."""
+
+    name = "base"
+    # J-HMDB has one sentence per video: masks go to DIR/<video>/<frame>.png
+    one_expression_per_video = False
+    # DAVIS J/F (per object over frames) apply where objects are followed over many frames
+    davis_metrics = False
+    # the protocol's frame-name step between a frame and its previous frame (dataset default)
+    default_interval = 1
+
+    def __init__(self, root: str | os.PathLike, split: str) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.samples: list[Sample] = []
+        if not self.root.is_dir():
+            raise InputError(f"dataset folder {self.root} does not exist")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load_frames(self, video_id: str, names: Sequence[str]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def load_gt(self, sample: Sample) -> tuple[np.ndarray, np.ndarray | None]:
+        raise NotImplementedError
+
+    def check(self) -> CheckReport:
+        raise NotImplementedError
+
+    def mask_relpath(self, sample: Sample) -> str:
+        """Where `--save-masks` puts this sample's PNG, relative to the folder."""
+        if self.one_expression_per_video:
+            return f"{sample.video_id}/{sample.frame}.png"
+        return f"{sample.video_id}/{sample.expression_id}/{sample.frame}.png"
+
+
+# --------------------------------------------------------------------------- previous-frame rule
+
+
+def previous_frame(frame: str, interval: int, available: Sequence[str] | None = None, first: int = 1) -> str:
+    """Previous frame name: number(frame) - interval, zero-padded like `frame`, clamped to the first frame.
+
+    The first frame is `available[0]` when the video's sorted frame names are given, else number `first`.
+    With `available`, a target that is not one of them also falls back to the first frame (the YTVOS rule
+    "fid - 5 if it exists, else the first frame").
+    """
+    width = len(frame)
+    if available:
+        first_name = available[0]
+        name = f"{max(int(frame) - interval, int(first_name)):0{width}d}"
+        return name if name in set(available) else first_name
+    return f"{max(int(frame) - interval, first):0{width}d}"
+
+
+# --------------------------------------------------------------------------- small readers
+
+
+def require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise InputError(f"missing {path}: expected {what}")
+    return path
+
+
+def require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise InputError(f"missing folder {path}: expected {what}")
+    return path
+
+
+def find_first(root: Path, candidates: Sequence[str], what: str, is_dir: bool = False) -> Path:
+    """The first existing `root/<candidate>`; InputError naming all candidates otherwise."""
+    for c in candidates:
+        p = root / c
+        if (p.is_dir() if is_dir else p.is_file()):
+            return p
+    raise InputError(f"missing {root / candidates[0]}: expected {what} (also looked for {', '.join(candidates[1:])})"
+                     if len(candidates) > 1 else f"missing {root / candidates[0]}: expected {what}")
+
+
+def read_text(path: Path, encodings: Sequence[str] = ("utf-8",)) -> str:
+    data = path.read_bytes()
+    for enc in encodings:
+        try:
+            return data.decode(enc)
+        except UnicodeDecodeError:
+            continue
+    raise InputError(f"{path}: cannot decode as {' or '.join(encodings)}")
+
+
+def read_csv_rows(path: Path, header: Sequence[str] | None, min_cols: int, what: str) -> list[list[str]]:
+    """Rows of a CSV file (real CSV quoting). With `header`, the first row must equal it (case-insensitive)."""
+    text = read_text(path, ("utf-8", "latin-1"))
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    except csv.Error as exc:
+        raise InputError(f"{path}: malformed CSV ({exc}); expected {what}") from None
+    if header is not None:
+        if not rows or [c.strip().lower() for c in rows[0][: len(header)]] != list(header):
+            got = ",".join(rows[0]) if rows else "an empty file"
+            raise InputError(f"{path}: expected header '{','.join(header)}', found '{got[:80]}'")
+        rows = rows[1:]
+    for n, r in enumerate(rows, start=2 if header else 1):
+        if len(r) < min_cols:
+            raise InputError(f"{path} line {n}: expected {what} ({min_cols} columns), found {len(r)}")
+    return rows
+
+
+def read_index_png(path: Path) -> np.ndarray:
+    """A palette (or grey) PNG as its index values, uint8 H×W."""
+    from PIL import Image
+
+    require_file(path, "an annotation PNG")
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("P", "L", "1", "I", "I;16"):
+                im = im.convert("L")
+            return np.array(im).astype(np.uint8, copy=False)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read PNG ({exc})") from None
+
+
+def read_rgb_image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    require_file(path, "a frame image")
+    try:
+        with Image.open(path) as im:
+            return np.array(im.convert("RGB"))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read image ({exc})") from None
+
+
+def frames_from_video(path: Path, names: Sequence[str], to_index: Callable[[str], int]) -> dict[str, np.ndarray]:
+    """Decode only the needed frames of a video file, in one pass (`to_index`: name -> 0-based index)."""
+    from lbdt_cli.video.reader import iter_frames
+
+    want = {to_index(n): n for n in names}
+    if min(want) < 0:
+        raise InputError(f"{path}: frame {want[min(want)]} has a negative index")
+    out: dict[str, np.ndarray] = {}
+    for fr in iter_frames(path, start=min(want), end=max(want) + 1):
+        if fr.index in want:
+            out[want[fr.index]] = fr.rgb
+    missing = [want[i] for i in sorted(want) if want[i] not in out]
+    if missing:
+        raise InputError(f"{path}: has no frame {missing[0]} (decoded {len(out)} of the needed frames)")
+    return out
+
+
+def frames_from_folder(folder: Path, names: Sequence[str], suffixes: Sequence[str] = (".jpg", ".png", ".jpeg")) -> dict[str, np.ndarray]:
+    out = {}
+    for n in names:
+        for s in suffixes:
+            p = folder / f"{n}{s}"
+            if p.is_file():
+                out[n] = read_rgb_image(p)
+                break
+        else:
+            raise InputError(f"missing {folder / (n + suffixes[0])}: expected frame {n} of the video")
+    return out
+
+
+def open_dataset(name: str, root: str | os.PathLike | None, split: str | None = None, **kwargs) -> RvosDataset:
+    """Open a dataset reader by name ("a2d", "jhmdb", "ytvos", "davis", "shapes")."""
+    if name == "a2d":
+        from lbdt_cli.data.a2d import A2DSentences as cls
+    elif name == "jhmdb":
+        from lbdt_cli.data.jhmdb import JHMDBSentences as cls
+    elif name == "ytvos":
+        from lbdt_cli.data.ytvos import ReferYouTubeVOS as cls
+    elif name == "davis":
+        from lbdt_cli.data.davis import RefDAVIS as cls
+    elif name == "shapes":
+        from lbdt_cli.data.shapes_folder import ShapesEval as cls
+    else:
+        raise InputError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
+    if root is None and name != "shapes":
+        raise InputError(f"--root is required for --dataset {name}")
+    return cls(root, split=split, **kwargs) if split else cls(root, **kwargs)

@@ -1,0 +1,346 @@
+"""`lbdt eval` as a library: run a model (or read a folder of masks) over a dataset's samples and score them.
+
+    dataset = open_dataset("a2d", root, "test")
+    model, embedder = load_model_for_eval(checkpoint, glove)
+    result = evaluate_model(dataset, model, embedder, protocol="default")
+    result.metrics            # {"P@0.5": ..., "AP": ..., "overall_iou": ..., "mean_iou": ..., ...}
+    write_outputs(result, "runs/eval_a2d")  # metrics.json + samples.csv, atomically
+
+Resolution (spec §4.5): `protocol="default"` scores the mask at the frame's original size (logits upsampled
+bilinearly, sigmoid > 0.5) against the raw GT, as MTTR / ReferFormer do. `protocol="lbdt"` reproduces the
+authors' eval: the GT makes a round trip to input_size² (bilinear, align_corners=True, > 0), the prediction is
+thresholded at input_size², and both are resized (nearest) to the original size before I and U are counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from lbdt_cli.data.common import RvosDataset, Sample, read_index_png
+from lbdt_cli.errors import InputError, LbdtError, OutputError
+from lbdt_cli.metrics import MetricAccumulator, lbdt_gt_roundtrip, mask_confidence, resize_nearest
+
+PROTOCOLS = ("default", "lbdt")
+METRIC_KEYS = ("P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9", "AP", "overall_iou", "mean_iou")
+EXTRA_KEYS = ("mAP_coco", "J", "F", "J&F")
+SCORES_FILE = "scores.json"
+# model.md reference table (paper Tables 1 and 2): AP / overall IoU / mean IoU, in percent
+PAPER = {
+    "a2d": {"lbdt1": {"AP": 46.1, "overall_iou": 70.1, "mean_iou": 61.2},
+            "lbdt4": {"AP": 47.2, "overall_iou": 70.4, "mean_iou": 62.1}},
+    "jhmdb": {"lbdt1": {"AP": 40.3, "overall_iou": 64.6, "mean_iou": 65.2},
+              "lbdt4": {"AP": 41.1, "overall_iou": 64.5, "mean_iou": 65.8}},
+}
+
+
+@dataclass
+class EvalResult:
+    dataset: str
+    split: str
+    protocol: str
+    resolution: str
+    accumulator: MetricAccumulator
+    metrics: dict
+    meta: dict = field(default_factory=dict)
+
+    def metrics_json(self) -> dict:
+        return {"metrics": self.metrics, **self.meta, "dataset": self.dataset, "split": self.split,
+                "protocol": self.protocol, "resolution": self.resolution}
+
+
+def resolution_note(protocol: str, input_size: int | None = None) -> str:
+    if protocol == "lbdt":
+        s = input_size or 320
+        return (f"original frame size; GT round trip through {s}x{s} (bilinear align_corners, >0), "
+                f"prediction thresholded at {s}x{s}, both resized nearest (LBDT protocol)")
+    return "original frame size, raw GT; prediction upsampled bilinearly then sigmoid > 0.5"
+
+
+def paper_reference(dataset: str, config_name: str | None) -> dict[str, dict]:
+    ref = PAPER.get(dataset, {})
+    if config_name in ref:
+        return {f"paper {config_name.upper().replace('LBDT', 'LBDT-')}": ref[config_name]}
+    return {f"paper {k.upper().replace('LBDT', 'LBDT-')}": v for k, v in ref.items()}
+
+
+def default_checkpoint(dataset: str) -> Path | None:
+    """The demo checkpoint for `--dataset shapes` when present (cwd, then beside the package)."""
+    if dataset != "shapes":
+        return None
+    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        p = base / "weights" / "lbdt_shapes_demo.pt"
+        if p.is_file():
+            return p
+    return None
+
+
+def _accumulator(dataset: RvosDataset, strict: bool) -> MetricAccumulator:
+    return MetricAccumulator(strict=strict, coco=True, davis=dataset.davis_metrics)
+
+
+def _score(acc: MetricAccumulator, sample: Sample, pred: np.ndarray, gt: np.ndarray, void, score: float) -> None:
+    acc.add(sample.sample_id, pred, gt, score=score, video_id=sample.video_id, frame=sample.frame,
+            object_id=sample.object_id, expression_id=sample.expression_id, expression=sample.expression, void=void)
+
+
+def _check_size(sample: Sample, pred_shape, gt_shape, what: str) -> None:
+    if tuple(pred_shape) != tuple(gt_shape):
+        raise InputError(f"{sample.video_id} frame {sample.frame}: {what} is {pred_shape[1]}x{pred_shape[0]} "
+                         f"but its GT mask is {gt_shape[1]}x{gt_shape[0]}")
+
+
+def _group_by_video(samples: Sequence[Sample]) -> list[tuple[str, list[Sample]]]:
+    groups: dict[str, list[Sample]] = {}
+    for s in samples:
+        groups.setdefault(s.video_id, []).append(s)
+    return list(groups.items())
+
+
+def _shard(groups: list, rank: int, world_size: int) -> list:
+    return groups[rank::world_size] if world_size > 1 else groups
+
+
+# --------------------------------------------------------------------------- model side
+
+
+def load_model_for_eval(checkpoint: str | os.PathLike, glove: str | os.PathLike | None = None):
+    """(model in eval mode, TextEmbedder). CheckpointError / InputError with one-line messages."""
+    from lbdt_cli.model import load_checkpoint
+    from lbdt_cli.model.text import TextEmbedder
+
+    model = load_checkpoint(checkpoint, map_location="cpu")
+    return model, TextEmbedder.for_model(model, glove_path=glove)
+
+
+def _predict_native(predictor, frames, prevs, index, text) -> list[np.ndarray]:
+    """Probabilities at the model's input size (LBDT protocol). Uses the engine's `native` option when it
+    has one, else its preprocessing and forward pass directly."""
+    import inspect
+
+    import torch
+
+    if "native" in inspect.signature(predictor.predict_pairs).parameters:
+        return predictor.predict_pairs(frames, prevs, index, text, native=True)
+    out = []
+    bs = predictor.batch_size
+    with torch.inference_mode():
+        for lo in range(0, len(frames), bs):
+            images = torch.stack([predictor._preprocess(f) for f in frames[lo : lo + bs]])
+            prev = torch.stack([predictor._preprocess(f) for f in prevs[lo : lo + bs]])
+            idx = torch.as_tensor(list(index[lo : lo + bs]), device=predictor.device, dtype=torch.long)
+            logits, _ = predictor._forward(images, prev, text, idx)
+            out.extend(torch.sigmoid(logits[:, 0]).cpu().numpy())
+    return out
+
+
+def evaluate_model(
+    dataset: RvosDataset,
+    model,
+    embedder,
+    *,
+    protocol: str = "default",
+    strict: bool = False,
+    batch_size: int = 8,
+    device: str = "auto",
+    limit: int | None = None,
+    save_masks: str | os.PathLike | None = None,
+    progress: Callable[[int], None] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> EvalResult:
+    """Run `model` on every sample (or the first `limit`) and score it. With world_size > 1 each rank takes
+    every world_size-th video; call `gather_result` afterwards to join the shards."""
+    import torch
+
+    from lbdt_cli.engine import Predictor
+
+    if protocol not in PROTOCOLS:
+        raise LbdtError(f"unknown --protocol {protocol!r} (use {' or '.join(PROTOCOLS)})")
+    samples = dataset.samples[:limit] if limit else dataset.samples
+    if not samples:
+        raise InputError(f"{dataset.name}: no samples to evaluate in {dataset.root}")
+    predictor = Predictor(model, device=device, batch_size=batch_size)
+    size = predictor.input_size
+    acc = _accumulator(dataset, strict)
+    scores: dict[str, float] = {}
+    mask_dir = Path(save_masks) if save_masks else None
+    for video_id, group in _shard(_group_by_video(samples), rank, world_size):
+        names = sorted({n for s in group for n in (s.frame, s.prev_frame)})
+        frames = dataset.load_frames(video_id, names)
+        exprs = sorted({s.expression for s in group})
+        vectors, mask, _ = embedder.embed(exprs)
+        text = predictor.encode_text(vectors, mask)
+        row = {e: i for i, e in enumerate(exprs)}
+        for lo in range(0, len(group), max(batch_size, 1) * 4):
+            chunk = group[lo : lo + max(batch_size, 1) * 4]
+            args = ([frames[s.frame] for s in chunk], [frames[s.prev_frame] for s in chunk],
+                    [row[s.expression] for s in chunk], text)
+            probs = _predict_native(predictor, *args) if protocol == "lbdt" else predictor.predict_pairs(*args)
+            for s, p in zip(chunk, probs):
+                gt, void = s.load_gt()
+                h, w = frames[s.frame].shape[:2]
+                _check_size(s, (h, w), gt.shape, "its frame")
+                if protocol == "lbdt":
+                    pred = resize_nearest(p > 0.5, (h, w))
+                    gt = lbdt_gt_roundtrip(gt, size)
+                    score = mask_confidence(p, p > 0.5)
+                else:
+                    pred = p > 0.5
+                    score = mask_confidence(p, pred)
+                _score(acc, s, pred, gt, void, score)
+                if mask_dir is not None:
+                    _write_mask(mask_dir / dataset.mask_relpath(s), pred)
+                    scores[dataset.mask_relpath(s)] = score
+            if progress is not None:
+                progress(len(chunk))
+    if mask_dir is not None:
+        (mask_dir / SCORES_FILE).write_text(json.dumps(scores, indent=0, sort_keys=True))
+    cfg = getattr(model, "config", None)
+    meta = {"checkpoint_config": getattr(cfg, "name", None), "input_size": size,
+            "interval": dataset.interval, "num_samples_total": len(dataset.samples), "limit": limit,
+            "torch_threads": torch.get_num_threads()}
+    return EvalResult(dataset.name, dataset.split, protocol, resolution_note(protocol, size), acc,
+                      acc.summary() if world_size == 1 else {}, meta)
+
+
+def gather_result(result: EvalResult, dataset: RvosDataset) -> EvalResult:
+    """Join the shards of a torch.distributed run: every rank gets the full accumulator, in the dataset's
+    sample order, so the numbers are identical to one process."""
+    import torch.distributed as dist
+
+    states = [None] * dist.get_world_size()
+    dist.all_gather_object(states, result.accumulator.state())
+    acc = MetricAccumulator(strict=result.accumulator.strict, coco=result.accumulator.coco,
+                            davis=result.accumulator.davis)
+    for st in states:
+        acc.load_state(st)
+    order = {s.sample_id: i for i, s in enumerate(dataset.samples)}
+    perm = sorted(range(len(acc.results)), key=lambda i: order.get(acc.results[i].sample_id, len(order)))
+    acc.results = [acc.results[i] for i in perm]
+    acc._gt_rles = [acc._gt_rles[i] for i in perm]
+    acc._pred_rles = [acc._pred_rles[i] for i in perm]
+    result.accumulator = acc
+    result.metrics = acc.summary()
+    result.meta["world_size"] = dist.get_world_size()
+    return result
+
+
+def _write_mask(path: Path, mask: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(path)
+
+
+# --------------------------------------------------------------------------- predictions folder
+
+
+def read_prediction_png(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, grey level in [0,1]) of a prediction PNG: 8-bit grey masks are foreground at >= 128;
+    palette / 1-bit / 0-1 images are foreground where non-zero."""
+    if not path.is_file():
+        raise InputError(f"missing {path}: expected a predicted mask PNG")
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            arr = np.array(im.convert("L") if mode not in ("P", "L", "1") else im)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read PNG ({exc})") from None
+    if arr.ndim != 2:
+        raise InputError(f"{path}: expected a single-channel mask PNG")
+    if mode in ("P", "1") or arr.max(initial=0) <= 1:
+        return arr > 0, (arr > 0).astype(np.float32)
+    return arr >= 128, arr.astype(np.float32) / 255.0
+
+
+def evaluate_predictions(
+    dataset: RvosDataset,
+    predictions: str | os.PathLike,
+    *,
+    protocol: str = "default",
+    strict: bool = False,
+    limit: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EvalResult:
+    """Score a folder of masks laid out as `--save-masks` writes them. The COCO confidence comes from
+    `scores.json` in the folder when present, else from the PNGs' grey levels (1.0 for binary masks)."""
+    if protocol not in PROTOCOLS:
+        raise LbdtError(f"unknown --protocol {protocol!r} (use {' or '.join(PROTOCOLS)})")
+    root = Path(predictions)
+    if not root.is_dir():
+        raise InputError(f"predictions folder {root} does not exist")
+    scores: dict[str, float] = {}
+    if (root / SCORES_FILE).is_file():
+        try:
+            scores = {str(k): float(v) for k, v in json.loads((root / SCORES_FILE).read_text()).items()}
+        except (ValueError, AttributeError) as exc:
+            raise InputError(f"{root / SCORES_FILE}: expected {{mask path: confidence}} ({exc})") from None
+    samples = dataset.samples[:limit] if limit else dataset.samples
+    if not samples:
+        raise InputError(f"{dataset.name}: no samples to evaluate in {dataset.root}")
+    acc = _accumulator(dataset, strict)
+    for k, s in enumerate(samples, start=1):
+        rel = dataset.mask_relpath(s)
+        pred, grey = read_prediction_png(root / rel)
+        gt, void = s.load_gt()
+        _check_size(s, pred.shape, gt.shape, f"prediction {root / rel}")
+        if protocol == "lbdt":
+            gt = lbdt_gt_roundtrip(gt)
+        _score(acc, s, pred, gt, void, scores.get(rel, mask_confidence(grey, pred)))
+        if progress is not None and (k % 64 == 0 or k == len(samples)):
+            progress(64 if k % 64 == 0 else k % 64)
+    note = resolution_note(protocol) + " (GT side only: masks scored as found)" if protocol == "lbdt" else resolution_note(protocol)
+    meta = {"predictions": str(root), "num_samples_total": len(dataset.samples), "limit": limit,
+            "confidence": "scores.json" if scores else "PNG grey level inside the mask"}
+    return EvalResult(dataset.name, dataset.split, protocol, note, acc, acc.summary(), meta)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+CSV_COLUMNS = ("sample_id", "video_id", "frame", "object_id", "expression_id", "expression", "iou",
+               "intersection", "union", "pred_area", "gt_area", "score", "j", "f")
+
+
+def samples_csv(result: EvalResult) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in result.accumulator.results:
+        d = r.row()
+        w.writerow([f"{d[c]:.6f}" if isinstance(d[c], float) else d[c] for c in CSV_COLUMNS])
+    return buf.getvalue()
+
+
+def check_output_dir(output: str | os.PathLike, overwrite: bool) -> Path:
+    out = Path(output)
+    for name in ("metrics.json", "samples.csv"):
+        if (out / name).exists() and not overwrite:
+            raise OutputError(f"{out / name} exists already (use --overwrite to replace it)")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--output {out} is a file, expected a folder")
+    return out
+
+
+def write_outputs(result: EvalResult, output: str | os.PathLike, overwrite: bool = False) -> list[Path]:
+    """Write `metrics.json` and `samples.csv` into `output` (each atomically)."""
+    from lbdt_cli.utils.atomic import atomic_path
+
+    out = check_output_dir(output, overwrite)
+    paths = []
+    for name, text in (("metrics.json", json.dumps(result.metrics_json(), indent=2, default=float) + "\n"),
+                       ("samples.csv", samples_csv(result))):
+        with atomic_path(out / name, overwrite=overwrite) as tmp:
+            tmp.write_text(text)
+        paths.append(out / name)
+    return paths
