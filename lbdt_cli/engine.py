@@ -197,7 +197,7 @@ class Predictor:
 
     @torch.inference_mode()
     def _run_batch(self, batch: list, text, num_expr: int, attention_frames: set[int] | None):
-        """batch: [(frame, x_t, x_prev)] -> list[FramePrediction]."""
+        """batch: [(frame, x_t, x_prev, prev_rgb or None)] -> list[FramePrediction]."""
         n = len(batch)
         images = torch.stack([b[1] for b in batch]).repeat_interleave(num_expr, dim=0)
         prevs = torch.stack([b[2] for b in batch]).repeat_interleave(num_expr, dim=0)
@@ -205,14 +205,15 @@ class Predictor:
         want_attn = bool(attention_frames) and any(b[0].index in attention_frames for b in batch)
         logits, attn = self._forward(images, prevs, text, text_index, want_attn)
         out = []
-        for i, (frame, _, _) in enumerate(batch):
+        for i, (frame, _, _, prev_rgb) in enumerate(batch):
             h, w = frame.rgb.shape[:2]
             lg = logits[i * num_expr : (i + 1) * num_expr]
             probs = torch.sigmoid(F.interpolate(lg, size=(h, w), mode="bilinear", align_corners=False))[:, 0]
-            maps = None
+            pred = FramePrediction(frame, probs.cpu().numpy())
             if want_attn and frame.index in attention_frames:
-                maps = self._attention_maps(attn, i, num_expr)
-            out.append(FramePrediction(frame, probs.cpu().numpy(), maps))
+                pred.attention = self._attention_maps(attn, i, num_expr)
+                pred.extra["prev_rgb"] = prev_rgb
+            out.append(pred)
         return out
 
     def _attention_maps(self, attn: dict, row: int, num_expr: int) -> list[dict]:
@@ -267,7 +268,8 @@ class Predictor:
                 for k in {frame.index, prev}:
                     if window[k][1] is None:
                         window[k][1] = self._preprocess(window[k][0])
-                batch.append((frame, window[frame.index][1], window[prev][1]))
+                batch.append((frame, window[frame.index][1], window[prev][1],
+                              window[prev][0] if frame.index in attention_frames else None))
                 timings.model_s += time.perf_counter() - t0
                 if len(batch) == frames_per_batch:
                     yield from self._timed_batch(batch, text, num_expr, attention_frames, timings)

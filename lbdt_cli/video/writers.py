@@ -41,6 +41,8 @@ __all__ = [
     "parse_formats",
     "davis_palette",
     "COLORS",
+    "draw_overlay",
+    "render_attention",
 ]
 
 FORMATS = ("h5", "png", "mask-video", "overlay")
@@ -303,6 +305,40 @@ def draw_overlay(rgb: np.ndarray, masks: np.ndarray, expressions: Sequence[str],
         cv2.rectangle(out, (0, y - th - base - 2), (tw + 8, y + 2), (0, 0, 0), -1)
         cv2.putText(out, label, (4, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, COLORS[e % len(COLORS)], thick, cv2.LINE_AA)
     return out
+
+
+def render_attention(rgb: np.ndarray, prev_rgb: np.ndarray | None, tokens: Sequence[str], maps: dict,
+                     expression: str = "", tile: int = 160) -> np.ndarray:
+    """A grid like the paper's Fig. 6: one column per word; top row, where the word looked in the
+    frame; bottom row, where it looked in the frame difference |frame - previous frame|."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    tw, th = tile, max(1, round(tile * h / w))
+    frame = cv2.resize(rgb, (tw, th), interpolation=cv2.INTER_AREA)
+    diff_src = rgb if prev_rgb is None else cv2.absdiff(rgb, prev_rgb)
+    diff = cv2.resize(diff_src, (tw, th), interpolation=cv2.INTER_AREA)
+    if prev_rgb is not None:  # stretch so small motions are visible
+        diff = cv2.normalize(diff, None, 0, 255, cv2.NORM_MINMAX)
+    words = list(tokens) or ["<none>"]
+    label_h = 18
+    rows = []
+    for name, base in (("frame", frame), ("difference", diff)):
+        cells = []
+        for n, word in enumerate(words):
+            m = maps[name][n] if n < len(maps[name]) else np.zeros((2, 2), np.float32)
+            m = (m - m.min()) / (m.max() - m.min() + 1e-8)
+            heat = cv2.applyColorMap(cv2.resize((m * 255).astype(np.uint8), (tw, th)), cv2.COLORMAP_JET)
+            cell = cv2.addWeighted(base, 0.5, cv2.cvtColor(heat, cv2.COLOR_BGR2RGB), 0.5, 0)
+            top = np.zeros((label_h, tw, 3), np.uint8)
+            cv2.putText(top, f"{word} ({name[:4]})", (3, label_h - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                        (255, 255, 255), 1, cv2.LINE_AA)  # fmt: skip
+            cells.append(np.concatenate([top, cell], axis=0))
+        rows.append(np.concatenate(cells, axis=1))
+    grid = np.concatenate(rows, axis=0)
+    title = np.zeros((22, grid.shape[1], 3), np.uint8)
+    cv2.putText(title, expression[:200], (3, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
+    return np.concatenate([title, grid], axis=0)
 
 
 class OverlayWriter:

@@ -1,0 +1,309 @@
+"""The `segment` road as a library: resolve inputs, load the model once, run the engine over each
+clip into its writers, and the `--benchmark` comparison. `lbdt_cli.commands.segment` only parses
+flags and renders; everything it does goes through `Segmenter` here.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import resource
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from lbdt_cli.errors import InputError, LbdtError
+from lbdt_cli.video.reader import IMAGE_SUFFIXES, VideoInfo, iter_frames, list_frame_files, probe
+from lbdt_cli.video.writers import SegmentMeta, VideoOutputs, expr_dir_name, render_attention
+
+__all__ = [
+    "VIDEO_SUFFIXES",
+    "Segmenter",
+    "VideoJob",
+    "default_checkpoint",
+    "looks_like_input",
+    "resolve_inputs",
+    "split_inputs_and_expressions",
+    "check_expressions",
+    "plan_outputs",
+    "shard_for_rank",
+    "peak_rss_mb",
+]
+
+VIDEO_SUFFIXES = (
+    ".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".flv", ".wmv",
+    ".gif", ".3gp", ".ogv", ".y4m",
+)  # fmt: skip
+_GLOB_CHARS = "*?["
+
+
+def default_checkpoint() -> Path | None:
+    """The demo checkpoint shipped in the repository (`weights/lbdt_shapes_demo.pt`), or None."""
+    path = Path(__file__).resolve().parents[2] / "weights" / "lbdt_shapes_demo.pt"
+    return path if path.is_file() else None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ---------------------------------------------------------------------------------------------
+# arguments
+
+
+def looks_like_input(arg: str) -> bool:
+    """An existing path, a glob, or a name ending like a video file (so a typo is reported as a
+    missing file rather than taken for an expression)."""
+    if os.path.exists(arg):
+        return True
+    if any(c in arg for c in _GLOB_CHARS) and glob.glob(arg):
+        return True
+    return Path(arg).suffix.lower() in VIDEO_SUFFIXES + IMAGE_SUFFIXES and " " not in arg
+
+
+def split_inputs_and_expressions(args: Sequence[str], expressions: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """`lbdt segment INPUTS... EXPRESSIONS...`: leading arguments that look like inputs are inputs, the
+    rest are expressions. With `-e/--expression` given, every positional argument is an input."""
+    args = list(args)
+    if expressions:
+        return args, list(expressions)
+    k = 0
+    while k < len(args) and looks_like_input(args[k]):
+        k += 1
+    return args[:k], args[k:]
+
+
+def check_expressions(expressions: Sequence[str]) -> list[str]:
+    if not expressions:
+        raise LbdtError('give at least one expression, e.g. lbdt segment clip.mp4 "the man in red"')
+    out = []
+    for i, e in enumerate(expressions):
+        text = " ".join(e.split())
+        if not text:
+            raise LbdtError(f"expression {i + 1} is empty")
+        out.append(text)
+    return out
+
+
+def resolve_inputs(args: Sequence[str]) -> list[Path]:
+    """Files, frame folders, folders of videos and globs -> clip paths (files or frame folders)."""
+    if not args:
+        raise InputError("give at least one video file or frame folder")
+    clips: list[Path] = []
+    for arg in args:
+        if any(c in arg for c in _GLOB_CHARS) and not os.path.exists(arg):
+            matches = sorted(glob.glob(arg))
+            if not matches:
+                raise InputError(f"no file matches {arg}")
+            clips += [Path(m) for m in matches if Path(m).is_file() or list_frame_files(m)]
+            continue
+        p = Path(arg)
+        if not p.exists():
+            raise InputError(f"{p} does not exist")
+        if p.is_dir() and not list_frame_files(p):
+            videos = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in VIDEO_SUFFIXES)
+            if not videos:
+                raise InputError(f"{p} holds no frames (images) and no video files")
+            clips += videos
+        else:
+            clips.append(p)
+    return list(dict.fromkeys(clips))
+
+
+def plan_outputs(clips: Sequence[Path], out_root: Path) -> list[Path]:
+    """OUT/<stem>/ per clip; clips sharing a stem get -2, -3, ... in input order."""
+    seen: dict[str, int] = {}
+    dirs = []
+    for c in clips:
+        stem = c.name if c.is_dir() else c.stem
+        stem = stem.lstrip(".") or "clip"
+        n = seen.get(stem, 0) + 1
+        seen[stem] = n
+        dirs.append(out_root / (stem if n == 1 else f"{stem}-{n}"))
+    return dirs
+
+
+def shard_for_rank(items: Sequence, env: dict | None = None) -> tuple[list, int, int]:
+    """Under torchrun (WORLD_SIZE/RANK set), rank r takes items r::world. Returns (items, rank, world)."""
+    env = os.environ if env is None else env
+    world = int(env.get("WORLD_SIZE", "1") or 1)
+    rank = int(env.get("RANK", "0") or 0)
+    if world <= 1:
+        return list(items), 0, 1
+    return list(items)[rank::world], rank, world
+
+
+@dataclass
+class VideoJob:
+    source: Path
+    output: Path
+    info: VideoInfo
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Segmenter:
+    """A loaded model, its text embedder and a Predictor; segments one clip after another."""
+
+    checkpoint: Path
+    glove: Path | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+    batch_size: int = 8
+    input_size: int | None = None
+    interval: int | None = None
+    threshold: float = 0.5
+    warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from lbdt_cli.engine import Predictor
+        from lbdt_cli.model import load_checkpoint
+        from lbdt_cli.model.text import TextEmbedder
+
+        if not 0.0 <= self.threshold <= 1.0:
+            raise LbdtError(f"--threshold must be between 0 and 1, got {self.threshold}")
+        if self.glove is not None and not Path(self.glove).is_file():
+            raise InputError(f"GloVe file not found: {self.glove}")
+        self.model = load_checkpoint(self.checkpoint, map_location="cpu")
+        self.embedder = TextEmbedder.for_model(self.model, self.glove)
+        self.predictor = Predictor(self.model, self.device, self.precision, self.batch_size,
+                                   self.input_size, self.interval)  # fmt: skip
+        self.text = None
+        self.expressions: list[str] = []
+        self.tokens: list[list[str]] = []
+
+    @property
+    def config_name(self) -> str:
+        return self.model.config.name
+
+    def set_expressions(self, expressions: Sequence[str]) -> list[str]:
+        """Embed and encode the expressions once; returns warnings (unknown words, truncation)."""
+        vectors, mask, reports = self.embedder.embed(list(expressions))
+        warnings = []
+        for i, r in enumerate(reports):
+            if r.unknown_words:
+                words = ", ".join(dict.fromkeys(r.unknown_words))
+                warnings.append(f"expression {i + 1}: unknown word(s) {words} (zero vectors)")
+            if r.truncated:
+                warnings.append(f"expression {i + 1}: {r.num_tokens} tokens, only the first "
+                                f"{self.model.config.max_words} are used")  # fmt: skip
+        self.text = self.predictor.encode_text(vectors, mask)
+        self.expressions = list(expressions)
+        self.tokens = [r.tokens[: self.model.config.max_words] for r in reports]
+        self.warnings += warnings
+        return warnings
+
+    def _meta(self, job: VideoJob, start: int, end: int | None, stride: int) -> SegmentMeta:
+        return SegmentMeta(
+            source=str(job.source), expressions=self.expressions, threshold=self.threshold,
+            interval=self.predictor.interval, input_size=self.predictor.input_size, checkpoint=str(self.checkpoint),
+            start=start, end=end, stride=stride,
+            extra={"model": self.config_name, "device": str(self.predictor.device), "precision": self.precision,
+                   "batch_size": self.batch_size},
+        )  # fmt: skip
+
+    def segment(self, job: VideoJob, formats: Sequence[str], *, start: int = 0, end: int | None = None,
+                stride: int = 1, save_probs: bool = False, palette: bool = False, lossless: bool = False,
+                overwrite: bool = False, attention_frames: Sequence[int] | None = None,
+                on_frame: Callable[[int], None] | None = None) -> dict:  # fmt: skip
+        """Run the clip through the engine into its writers; returns the summary dict."""
+        meta = self._meta(job, start, end, stride)
+        tokens = self.tokens
+        with VideoOutputs(job.output, job.info, meta, formats, save_probs=save_probs, palette=palette,
+                          lossless=lossless, overwrite=overwrite) as out:  # fmt: skip
+
+            def sink(pred) -> None:
+                out.write(pred.frame, pred.probs)
+                if pred.attention:
+                    for e, maps in enumerate(pred.attention):
+                        image = render_attention(pred.frame.rgb, pred.extra.get("prev_rgb"), tokens[e], maps,
+                                                 self.expressions[e])  # fmt: skip
+                        out.write_attention(f"{pred.frame.index:06d}_{expr_dir_name(e)}.png", image)
+
+            frames = iter_frames(job.source, start, end, 1, info=job.info)
+            timings = self.predictor.run(
+                frames, self.text, sink,
+                select=(lambda f: (f.index - start) % stride == 0) if stride > 1 else None,
+                attention_frames=attention_frames, first_index=start,
+                on_frame=(lambda p: on_frame(1)) if on_frame else None,
+            )  # fmt: skip
+            if timings.frames == 0:
+                raise InputError(f"{job.source} has zero frames in the selected range")
+            summary = out.finish({**timings.as_dict(), "peak_rss_mb": round(peak_rss_mb(), 1)})
+        summary["output"] = str(job.output)
+        return summary
+
+    # ------------------------------------------------------------------ benchmark
+
+    def benchmark(self, job: VideoJob, formats: Sequence[str], *, start: int = 0, end: int | None = None,
+                  stride: int = 1, progress: Callable[[str], None] | None = None) -> dict:  # fmt: skip
+        """End-to-end, model-only and naive per-frame loop fps on the same clip. Reports, never asserts.
+
+        - end-to-end: the real pipeline (threads, batching, writers into a temporary folder).
+        - model-only: the same batches on frames decoded beforehand (preprocess + model + upsample).
+        - naive: one frame and one expression at a time, fp32, batch 1, decode/model/write in turn.
+        """
+        from lbdt_cli.engine import Predictor
+
+        say = progress or (lambda _m: None)
+        pred = self.predictor
+        select = (lambda f: (f.index - start) % stride == 0) if stride > 1 else None
+        with tempfile.TemporaryDirectory(prefix="lbdt-bench-") as tmp:
+            say("warm-up")
+            frames = list(iter_frames(job.source, start, end, 1, info=job.info))
+            for _ in pred.predict_stream(frames[: min(len(frames), 2)], self.text):
+                pass
+
+            say("end-to-end pipeline")
+            bench_job = VideoJob(job.source, Path(tmp) / "e2e", job.info)
+            t0 = time.perf_counter()
+            summary = self.segment(bench_job, formats, start=start, end=end, stride=stride)
+            e2e_s = time.perf_counter() - t0
+            n = summary["frames"]
+
+            say("model only")
+            t0 = time.perf_counter()
+            count = sum(1 for _ in pred.predict_stream(frames, self.text, select=select, first_index=start))
+            model_s = time.perf_counter() - t0
+            del frames
+
+            say("naive per-frame loop")
+            naive_pred = Predictor(self.model, pred.device, "fp32", 1, pred.input_size, pred.interval)
+            meta = self._meta(job, start, end, stride)
+            t0 = time.perf_counter()
+            with VideoOutputs(Path(tmp) / "naive", job.info, meta, formats) as out:
+                prev_of: dict[int, np.ndarray] = {}
+                for frame in iter_frames(job.source, start, end, 1, info=job.info):
+                    prev_of[frame.index] = frame.rgb
+                    prev_idx = max(frame.index - pred.interval, start)
+                    for k in [k for k in prev_of if k < frame.index - pred.interval]:
+                        del prev_of[k]
+                    if select is not None and not select(frame):
+                        continue
+                    probs = [
+                        naive_pred.predict_pairs([frame.rgb], [prev_of.get(prev_idx, frame.rgb)], [e], self.text)[0]
+                        for e in range(len(self.expressions))
+                    ]
+                    out.write(frame, np.stack(probs))
+                out.finish({})
+            naive_s = time.perf_counter() - t0
+            # the model was moved back to the same device by naive_pred; nothing else changed
+        e2e_fps, model_fps, naive_fps = n / e2e_s, count / model_s, n / naive_s
+        return {
+            "source": str(job.source), "frames": n, "expressions": len(self.expressions),
+            "model": self.config_name, "input_size": pred.input_size, "device": str(pred.device),
+            "precision": self.precision, "batch_size": self.batch_size, "formats": list(formats),
+            "end_to_end_fps": e2e_fps, "model_only_fps": model_fps, "naive_fps": naive_fps,
+            "end_to_end_s": e2e_s, "model_only_s": model_s, "naive_s": naive_s,
+            "speedup_vs_naive": e2e_fps / naive_fps,
+            "pipeline_overhead": model_fps / e2e_fps - 1.0,
+            "stage_times_s": summary["time_s"],
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+        }  # fmt: skip
