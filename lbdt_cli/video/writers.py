@@ -331,7 +331,7 @@ def render_attention(rgb: np.ndarray, prev_rgb: np.ndarray | None, tokens: Seque
             heat = cv2.applyColorMap(cv2.resize((m * 255).astype(np.uint8), (tw, th)), cv2.COLORMAP_JET)
             cell = cv2.addWeighted(base, 0.5, cv2.cvtColor(heat, cv2.COLOR_BGR2RGB), 0.5, 0)
             top = np.zeros((label_h, tw, 3), np.uint8)
-            cv2.putText(top, f"{word} ({name[:4]})", (3, label_h - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+            cv2.putText(top, f"{word} ({'frame' if name == 'frame' else 'diff'})", (3, label_h - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
                         (255, 255, 255), 1, cv2.LINE_AA)  # fmt: skip
             cells.append(np.concatenate([top, cell], axis=0))
         rows.append(np.concatenate(cells, axis=1))
