@@ -1,0 +1,188 @@
+"""`lbdt eval`: score a checkpoint (or a folder of masks) on A2D / J-HMDB / Ref-YTVOS / Ref-DAVIS / shapes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lbdt_cli.errors import InputError, LbdtError
+
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_SPLITS = {"a2d": "test", "jhmdb": "all", "ytvos": "train", "davis": "val", "shapes": "test"}
+LABELS = {"P@0.5": "P@0.5", "P@0.6": "P@0.6", "P@0.7": "P@0.7", "P@0.8": "P@0.8", "P@0.9": "P@0.9",
+          "AP": "AP (LBDT, 0.5:0.95)", "overall_iou": "overall IoU", "mean_iou": "mean IoU",
+          "mAP_coco": "mAP (COCO)", "J": "J", "F": "F", "J&F": "J&F"}
+
+
+def _pct(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+
+
+def _render(result, reference: dict[str, dict]) -> None:
+    from lbdt_cli.evaluation import EXTRA_KEYS, METRIC_KEYS
+
+    m = result.metrics
+    console.print(f"[bold]{result.dataset}[/] {result.split}: {m['num_samples']} samples, "
+                  f"protocol {result.protocol}", highlight=False)
+    table = Table()
+    table.add_column("metric")
+    table.add_column("ours (%)", justify="right")
+    for name in reference:
+        table.add_column(f"{name} (%)", justify="right")
+    for key in METRIC_KEYS + EXTRA_KEYS:
+        if key not in m:
+            continue
+        table.add_row(LABELS[key], _pct(m[key]),
+                      *[(f"{ref[key]:.1f}" if key in ref else "-") for ref in reference.values()])
+    console.print(table)
+    console.print(f"[dim]resolution: {result.resolution}; P@K counts IoU "
+                  f"{'>' if result.accumulator.strict else '>='} K; mAP (COCO) ranks by mean probability inside "
+                  f"the mask[/]", highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_command(
+        dataset: str = typer.Option(..., "--dataset", "-d", help="a2d, jhmdb, ytvos, davis or shapes."),
+        root: Optional[Path] = typer.Option(
+            None, "--root", help="Dataset folder in its original release layout (see docs/eval.md). "
+            "For shapes: a folder from `lbdt make-shapes`; without it, test clips are generated in-process."),
+        checkpoint: Optional[Path] = typer.Option(
+            None, "--checkpoint", "-c", help="Model checkpoint (ours or the authors' LBDT-1/4). "
+            "Default for shapes: weights/lbdt_shapes_demo.pt."),
+        glove: Optional[Path] = typer.Option(None, "--glove", help="GloVe 840B-300d file (models using GloVe)."),
+        split: Optional[str] = typer.Option(
+            None, "--split", help="a2d: test|train (default test); ytvos: a split with Annotations (default "
+            "train); davis: val|train (default val); shapes: test|val|train (default test)."),
+        protocol: str = typer.Option(
+            "default", "--protocol", help="default: raw GT at original size (MTTR/ReferFormer); lbdt: GT "
+            "round trip through the input size, as the authors' eval."),
+        strict: bool = typer.Option(False, "--strict-precision", help="P@K and AP count IoU > K (MTTR) "
+                                    "instead of IoU >= K (LBDT)."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write metrics.json and samples.csv here."),
+        save_masks: Optional[Path] = typer.Option(
+            None, "--save-masks", help="Write 8-bit masks DIR/<video>/[<expression>/]<frame>.png (+ scores.json)."),
+        predictions: Optional[Path] = typer.Option(
+            None, "--predictions", help="Score a folder of masks laid out like --save-masks; no model is run."),
+        check: bool = typer.Option(False, "--check", help="Only list what the dataset folder holds."),
+        as_json: bool = typer.Option(False, "--json", help="Print the metrics object as JSON on stdout."),
+        batch_size: int = typer.Option(8, "--batch-size", "-b", help="(frame, expression) pairs per forward pass."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N samples."),
+        num_clips: int = typer.Option(20, "--num-clips", help="shapes without --root: clips to generate."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    ) -> None:
+        """Evaluate referring segmentation: P@0.5..0.9, AP, overall/mean IoU, COCO mAP, J, F, J&F."""
+        from lbdt_cli import evaluation as ev
+        from lbdt_cli.data.common import DATASETS, open_dataset
+        from lbdt_cli.utils.atomic import atomic_dir, check_writable_output
+
+        if dataset not in DATASETS:
+            raise InputError(f"unknown --dataset {dataset!r} (choose from {', '.join(DATASETS)})")
+        if protocol not in ev.PROTOCOLS:
+            raise InputError(f"unknown --protocol {protocol!r} (use {' or '.join(ev.PROTOCOLS)})")
+        if limit is not None and limit < 1:
+            raise InputError("--limit must be at least 1")
+        if batch_size < 1:
+            raise InputError("--batch-size must be at least 1")
+        if predictions is not None and save_masks is not None:
+            raise InputError("--predictions scores existing masks; it cannot be combined with --save-masks")
+        split = split or DEFAULT_SPLITS[dataset]
+        kwargs = {"num_clips": num_clips} if dataset == "shapes" and root is None else {}
+
+        if check:
+            report = open_dataset(dataset, root, split, **kwargs).check()
+            if as_json:
+                typer.echo(json.dumps(report.as_dict(), indent=2))
+                return
+            console.print(f"[bold]{report.dataset}[/] {report.split} at {report.root}", highlight=False)
+            for k in ("videos", "expressions", "annotated_frames", "samples"):
+                console.print(f"  {k.replace('_', ' ')}: {getattr(report, k)}", highlight=False)
+            for n in report.notes:
+                console.print(f"  [dim]{n}[/]", highlight=False)
+            return
+
+        if output is not None:
+            ev.check_output_dir(output, overwrite)
+        if save_masks is not None:
+            check_writable_output(save_masks, overwrite)
+
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        model = embedder = None
+        if predictions is None:
+            checkpoint = checkpoint or ev.default_checkpoint(dataset)
+            if checkpoint is None:
+                raise InputError("--checkpoint is required (or --predictions DIR to score saved masks)")
+            model, embedder = ev.load_model_for_eval(checkpoint, glove)
+            if dataset == "shapes":
+                kwargs["interval"] = model.config.interval  # shapes follows the model's look-back
+        ds = open_dataset(dataset, root, split, **kwargs)
+        total = min(limit, len(ds)) if limit else len(ds)
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=err_console, transient=True,
+                            disable=rank != 0 or not err_console.is_terminal)
+        with progress:
+            task = progress.add_task(f"eval {dataset}", total=total)
+            advance = lambda n: progress.advance(task, n)  # noqa: E731
+            if predictions is not None:
+                result = ev.evaluate_predictions(ds, predictions, protocol=protocol, strict=strict, limit=limit,
+                                                 progress=advance)
+            elif world_size > 1:
+                if save_masks is not None:
+                    raise LbdtError("--save-masks is not supported with torchrun (several processes); run it once")
+                result = _distributed(ev, ds, model, embedder, protocol, strict, batch_size, device, limit,
+                                      advance, rank, world_size)
+            elif save_masks is not None:
+                with atomic_dir(save_masks, overwrite=overwrite) as tmp:
+                    result = ev.evaluate_model(ds, model, embedder, protocol=protocol, strict=strict,
+                                               batch_size=batch_size, device=device, limit=limit,
+                                               save_masks=tmp, progress=advance)
+            else:
+                result = ev.evaluate_model(ds, model, embedder, protocol=protocol, strict=strict,
+                                           batch_size=batch_size, device=device, limit=limit, progress=advance)
+        if checkpoint is not None and predictions is None:
+            result.meta["checkpoint"] = str(checkpoint)
+        if rank != 0:
+            return
+        if output is not None:
+            ev.write_outputs(result, output, overwrite=overwrite)
+        if as_json:
+            typer.echo(json.dumps(result.metrics, indent=2))
+            return
+        config_name = getattr(getattr(model, "config", None), "name", None)
+        _render(result, ev.paper_reference(dataset, config_name))
+        if output is not None:
+            console.print(f"[green]wrote[/] {output / 'metrics.json'} and {output / 'samples.csv'}", highlight=False)
+        if save_masks is not None:
+            console.print(f"[green]wrote[/] masks to {save_masks}/", highlight=False)
+
+
+def _distributed(ev, ds, model, embedder, protocol, strict, batch_size, device, limit, advance, rank, world_size):
+    """torchrun: each rank scores every world_size-th video; I/U per sample are gathered on all ranks."""
+    import torch
+    import torch.distributed as dist
+
+    backend = "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    if backend == "nccl" and device == "auto":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    try:
+        part = ev.evaluate_model(ds, model, embedder, protocol=protocol, strict=strict, batch_size=batch_size,
+                                 device=device, limit=limit, progress=advance, rank=rank, world_size=world_size)
+        return ev.gather_result(part, ds)
+    finally:
+        dist.destroy_process_group()
