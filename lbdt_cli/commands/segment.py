@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:  # fmt: skip
         """Segment the object each expression describes in every frame of each clip."""
         from lbdt_cli.video.pipeline import (
-            Segmenter, VideoJob, check_expressions, default_checkpoint, plan_outputs, resolve_inputs,
+            Segmenter, VideoJob, check_expressions, check_selection, default_checkpoint, plan_outputs, resolve_inputs,
             shard_for_rank, split_inputs_and_expressions,
         )  # fmt: skip
         from lbdt_cli.video.reader import probe
@@ -102,6 +102,8 @@ def register(app: typer.Typer) -> None:
         outputs = plan_outputs(clips, output)
         clips_outs, rank, world = shard_for_rank(list(zip(clips, outputs)))
         jobs = [VideoJob(c, o, probe(c)) for c, o in clips_outs]
+        for job in jobs:
+            check_selection(job.info, start, end, stride)
         if not benchmark:
             for job in jobs:
                 check_writable_output(job.output, overwrite)

@@ -32,6 +32,7 @@ __all__ = [
     "plan_outputs",
     "shard_for_rank",
     "peak_rss_mb",
+    "check_selection",
 ]
 
 VIDEO_SUFFIXES = (
@@ -143,6 +144,23 @@ class VideoJob:
     source: Path
     output: Path
     info: VideoInfo
+
+
+def check_selection(info: VideoInfo, start: int, end: int | None, stride: int) -> None:
+    """Fail before the model loads when --start/--end/--stride select no frame of the clip."""
+    if start < 0 or stride < 1 or (end is not None and end <= start):
+        from lbdt_cli.video.reader import _check_range
+
+        _check_range(start, end, stride)
+    if start == 0:
+        return
+    n = info.num_frames
+    if n is None or start >= n - 2:  # the estimate may be off by a frame: count exactly
+        from lbdt_cli.video.reader import count_frames
+
+        n = count_frames(info.path)
+    if start >= n:
+        raise InputError(f"{info.path} has zero frames in the selected range (--start {start}, clip has {n})")
 
 
 # ---------------------------------------------------------------------------------------------

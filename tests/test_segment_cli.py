@@ -1,0 +1,185 @@
+"""`lbdt segment` end to end with the tiny model: formats, argument split, every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import h5py
+import numpy as np
+import pytest
+
+from lbdt_cli.cli import main
+from lbdt_cli.model import build_model, save_checkpoint
+from lbdt_cli.video.pipeline import default_checkpoint, shard_for_rank, split_inputs_and_expressions
+from video_clips import H, N, W, make_clips
+
+EXPRS = ["the red circle", "a square moving left"]
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory):
+    return make_clips(tmp_path_factory.getbasetemp() / "video_clips")
+
+
+@pytest.fixture(scope="session")
+def ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, build_model("tiny"))
+    return path
+
+
+def run(capsys, *argv):
+    """main() in-process: (exit code, stdout, stderr)."""
+    try:
+        main([str(a) for a in argv])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, expected_code, needle):
+    assert code == expected_code, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    assert needle in lines[0], err
+
+
+def leftovers(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) if root.exists() else []
+
+
+def test_two_clips_every_format_json(capsys, clips, ckpt, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "segment", clips["mp4"], clips["folder"], *EXPRS, "--checkpoint", ckpt,
+                            "-o", out, "--format", "all", "--palette", "--save-probs", "--json",
+                            "--attention-maps", "2")
+    assert code == 0, err
+    doc = json.loads(stdout)
+    assert [v["frames"] for v in doc["videos"]] == [N, N]
+    assert sorted(p.name for p in out.iterdir()) == ["frames", "h264"]
+    for clip in ("h264", "frames"):
+        d = out / clip
+        manifest = json.loads((d / "manifest.json").read_text())
+        assert list(manifest["expressions"].values()) == EXPRS
+        with h5py.File(d / "masks.h5") as h5:
+            assert h5["masks"].shape == (2, N, H, W) and "probs" in h5
+            assert h5.attrs["interval"] == 2 and h5.attrs["checkpoint"] == str(ckpt)
+        for e in ("expr_00", "expr_01"):
+            assert len(list((d / e / "masks").glob("*.png"))) == N
+            assert (d / e / "mask.mp4").stat().st_size > 0
+        assert (d / "overlay.mp4").stat().st_size > 0
+        assert len(list((d / "palette").glob("*.png"))) == N
+        assert sorted(p.name for p in (d / "attention").iterdir()) == ["000002_expr_00.png", "000002_expr_01.png"]
+        summary = json.loads((d / "summary.json").read_text())
+        assert summary["frames"] == N and len(summary["expressions"][1]["mask_area"]) == N
+        assert set(summary["time_s"]) >= {"decode_s", "model_s", "encode_s", "total_s"}
+        assert summary["fps_measured"] > 0
+    assert not [p for p in out.rglob(".*")]
+
+
+def test_expression_flag_quiet_stride_rotated(capsys, clips, ckpt, tmp_path):
+    out = tmp_path / "o"
+    code, stdout, err = run(capsys, "segment", clips["rotated"], clips["odd"], "-e", "circle", "--checkpoint", ckpt,
+                            "-o", out, "--format", "h5", "--stride", "3", "--start", "1", "--quiet")
+    assert code == 0, err
+    assert stdout.split() == [str(out / "rotated"), str(out / "odd")]
+    with h5py.File(out / "rotated" / "masks.h5") as h5:
+        assert h5["masks"].shape == (1, 3, W, H)  # rotated: 48 wide, 64 high
+        assert h5["frame_indices"][:].tolist() == [1, 4, 7]
+    with h5py.File(out / "odd" / "masks.h5") as h5:
+        assert h5["masks"].shape[2:] == (47, 65)
+
+
+def test_overwrite_and_unknown_words(capsys, clips, ckpt, tmp_path):
+    out = tmp_path / "o"
+    args = ["segment", clips["mkv"], "the zorblax circle", "--checkpoint", ckpt, "-o", out, "--format", "png", "-q"]
+    code, _, err = run(capsys, *args)
+    assert code == 0 and "unknown word(s) zorblax" in err
+    before = (out / "ffv1" / "summary.json").read_text()
+    code, _, err = run(capsys, *args)
+    assert_one_line_error(code, err, 5, "exists already (use --overwrite")
+    assert (out / "ffv1" / "summary.json").read_text() == before
+    code, _, err = run(capsys, *args, "--overwrite")
+    assert code == 0
+    assert leftovers(out)[0] == "ffv1"
+
+
+def test_argument_split_and_sharding(clips):
+    mp4 = str(clips["mp4"])
+    assert split_inputs_and_expressions([mp4, "a man", "b.mp4"]) == ([mp4], ["a man", "b.mp4"])
+    assert split_inputs_and_expressions([mp4, "missing.mkv", "a dog"]) == ([mp4, "missing.mkv"], ["a dog"])
+    assert split_inputs_and_expressions([mp4, "x"], ["e1"]) == ([mp4, "x"], ["e1"])
+    assert shard_for_rank(list("abcde"), {"WORLD_SIZE": "2", "RANK": "1"}) == (["b", "d"], 1, 2)
+    assert shard_for_rank(list("ab"), {}) == (["a", "b"], 0, 1)
+    assert default_checkpoint() is None or default_checkpoint().name == "lbdt_shapes_demo.pt"
+
+
+@pytest.mark.parametrize(
+    "case, code, needle",
+    [
+        ("missing", 3, "does not exist"),
+        ("not_video", 3, "is not a video file"),
+        ("empty", 3, "is empty"),
+        ("audio_only", 3, "has no video stream"),
+        ("empty_folder", 3, "holds no frames"),
+        ("zero_selected", 3, "zero frames"),
+        ("blank_expr", 2, "expression 2 is empty"),
+        ("no_expr", 2, "at least one expression"),
+        ("format", 2, "unknown --format gif"),
+        ("ckpt_missing", 4, "checkpoint not found"),
+        ("ckpt_garbage", 4, "is not a PyTorch checkpoint"),
+        ("glove_missing", 3, "GloVe file not found"),
+        ("out_unwritable", 5, "cannot create output folder"),
+        ("bad_size", 2, "multiple of 32"),
+    ],
+)
+def test_bad_inputs_one_line_error(capsys, clips, ckpt, tmp_path, case, code, needle):
+    out = tmp_path / "out"
+    video, exprs, extra = clips["mp4"], ["a circle", "a square"], []
+    checkpoint = ckpt
+    if case in ("missing", "not_video", "empty", "audio_only", "empty_folder"):
+        video = tmp_path / "gone.mp4" if case == "missing" else clips[case]
+    elif case == "zero_selected":
+        extra = ["--start", "100"]
+    elif case == "blank_expr":
+        exprs = ["a circle", "   "]
+    elif case == "no_expr":
+        exprs = []
+    elif case == "format":
+        extra = ["--format", "h5,gif"]
+    elif case == "ckpt_missing":
+        checkpoint = tmp_path / "nothing.pt"
+    elif case == "ckpt_garbage":
+        checkpoint = tmp_path / "garbage.pt"
+        checkpoint.write_text("not a checkpoint at all\n")
+    elif case == "glove_missing":
+        extra = ["--glove", tmp_path / "glove.840B.300d.txt"]
+    elif case == "out_unwritable":
+        (tmp_path / "afile").write_text("")
+        out = tmp_path / "afile" / "out"
+    elif case == "bad_size":
+        extra = ["--size", "50"]
+    before = set(os.listdir(tmp_path))
+    got, _, err = run(capsys, "segment", video, *exprs, "--checkpoint", checkpoint, "-o", out, "--format",
+                      "h5,png,mask-video,overlay", *extra) if case != "format" else run(
+        capsys, "segment", video, *exprs, "--checkpoint", checkpoint, "-o", out, *extra)
+    assert_one_line_error(got, err, code, needle)
+    assert leftovers(out) == [] if out.parent == tmp_path else True
+    assert set(os.listdir(tmp_path)) - before <= {"out"}
+
+
+def test_benchmark_reports(capsys, clips, ckpt, tmp_path):
+    code, stdout, err = run(capsys, "segment", clips["mp4"], "a circle", "--checkpoint", ckpt, "--benchmark",
+                            "--json", "--end", "6", "-o", tmp_path / "o")
+    assert code == 0, err
+    r = json.loads(stdout)
+    assert r["frames"] == 6
+    for k in ("end_to_end_fps", "model_only_fps", "naive_fps", "speedup_vs_naive", "pipeline_overhead"):
+        assert r[k] == r[k]  # a number, not NaN
+    assert r["end_to_end_fps"] > 0 and r["naive_fps"] > 0
+    assert not (tmp_path / "o").exists()  # the benchmark writes nothing
