@@ -1,0 +1,175 @@
+"""`lbdt eval`: scoring a predictions folder, bad inputs, and end-to-end runs with the tiny model."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lbdt_cli.cli import main
+from lbdt_cli.data.common import open_dataset
+from rvos_layouts import A2D_MASKS, make_a2d
+
+
+def run_cli(args, capsys):
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def a2d_root(tmp_path_factory):
+    return make_a2d(tmp_path_factory.mktemp("a2d"))
+
+
+@pytest.fixture(scope="module")
+def a2d_predictions(a2d_root, tmp_path_factory):
+    """Perfect masks for three samples, an empty one for vidB."""
+    pred_dir = tmp_path_factory.mktemp("pred")
+    ds = open_dataset("a2d", a2d_root, "test")
+    for s in ds.samples:
+        m = A2D_MASKS[s.video_id, s.frame, int(s.object_id)] * 255
+        if s.video_id == "vidB":
+            m = np.zeros_like(m)
+        p = pred_dir / ds.mask_relpath(s)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(m.astype(np.uint8), mode="L").save(p)
+    return pred_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from lbdt_cli.model import build_model, save_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, build_model("tiny"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory):
+    from lbdt_cli.data.shapes import write_shapes
+
+    root = tmp_path_factory.mktemp("shapes") / "clips"
+    write_shapes(root, 1, seed=7, size=64, frames=3)
+    return root
+
+
+def test_predictions_scoring_known_numbers(a2d_root, a2d_predictions, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["eval", "--dataset", "a2d", "--root", str(a2d_root), "--predictions",
+                                 str(a2d_predictions), "--json", "-o", str(out)], capsys)
+    assert code == 0, err
+    m = json.loads(stdout)
+    areas = {k[0] + k[1] + str(k[2]): int(v.sum()) for k, v in A2D_MASKS.items()}
+    perfect = areas["vidA000030"] + areas["vidA000031"] + areas["vidA000081"]
+    assert m["overall_iou"] == pytest.approx(perfect / (perfect + areas["vidB000050"]))
+    assert m["mean_iou"] == pytest.approx(0.75, abs=1e-6)
+    for k in ("P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9", "AP"):
+        assert m[k] == pytest.approx(0.75)
+    assert m["mAP_coco"] == pytest.approx(0.75, abs=0.01)  # the empty mask ranks last (confidence 0)
+    assert "J" not in m and m["num_samples"] == 4
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["metrics"] == m and saved["protocol"] == "default" and "original frame size" in saved["resolution"]
+    rows = list(csv.DictReader((out / "samples.csv").open()))
+    assert [r["video_id"] for r in rows] == ["vidA", "vidA", "vidA", "vidB"]
+    assert rows[3]["iou"] == "0.000000" and rows[3]["expression"] == "ball rolling"
+    assert int(rows[0]["intersection"]) == int(rows[0]["union"]) == areas["vidA000030"]
+
+    # existing outputs are not overwritten without --overwrite
+    code, _, err = run_cli(["eval", "--dataset", "a2d", "--root", str(a2d_root), "--predictions",
+                            str(a2d_predictions), "-o", str(out)], capsys)
+    assert code == 5 and "--overwrite" in err
+
+    # LBDT protocol: the GT round trip through 320x320 only grows the GT, so perfect masks score <= 1
+    code, stdout, _ = run_cli(["eval", "--dataset", "a2d", "--root", str(a2d_root), "--predictions",
+                               str(a2d_predictions), "--protocol", "lbdt", "--json"], capsys)
+    assert code == 0 and json.loads(stdout)["mean_iou"] <= 0.75 + 1e-9
+
+
+def test_bad_inputs_give_one_line_errors(a2d_root, a2d_predictions, tmp_path, capsys):
+    empty = tmp_path / "empty_pred"
+    empty.mkdir()
+    cases = [
+        (["--dataset", "a2d", "--root", str(a2d_root), "--predictions", str(empty)], 3, "missing"),
+        (["--dataset", "a2d", "--root", str(tmp_path / "nope"), "--predictions", str(empty)], 3, "does not exist"),
+        (["--dataset", "kitti", "--root", str(a2d_root)], 3, "unknown --dataset"),
+        (["--dataset", "a2d", "--root", str(a2d_root)], 3, "--checkpoint is required"),
+        (["--dataset", "a2d", "--root", str(a2d_root), "--checkpoint", str(tmp_path / "x.pt")], 4, "x.pt"),
+        (["--dataset", "a2d", "--root", str(a2d_root), "--predictions", str(a2d_predictions),
+          "--protocol", "coco"], 3, "--protocol"),
+    ]
+    for args, want_code, want_text in cases:
+        code, _, err = run_cli(["eval", *args], capsys)
+        assert code == want_code, (args, err)
+        assert want_text in err and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1, err
+    (a2d_root / "a2d_annotation.txt").rename(a2d_root / "moved.txt")
+    try:
+        code, _, err = run_cli(["eval", "--dataset", "a2d", "--root", str(a2d_root), "--check"], capsys)
+        assert code == 3 and "a2d_annotation.txt" in err
+    finally:
+        (a2d_root / "moved.txt").rename(a2d_root / "a2d_annotation.txt")
+
+
+def test_check_lists_dataset(a2d_root, capsys):
+    code, stdout, _ = run_cli(["eval", "--dataset", "a2d", "--root", str(a2d_root), "--check", "--json"], capsys)
+    rep = json.loads(stdout)
+    assert code == 0 and (rep["videos"], rep["expressions"], rep["samples"]) == (2, 3, 4)
+
+
+def test_end_to_end_shapes_tiny_model(shapes_root, tiny_checkpoint, tmp_path, capsys):
+    masks, out = tmp_path / "masks", tmp_path / "out"
+    base = ["eval", "--dataset", "shapes", "--root", str(shapes_root), "--device", "cpu"]
+    code, stdout, err = run_cli([*base, "--checkpoint", str(tiny_checkpoint), "--json", "--save-masks", str(masks),
+                                 "-o", str(out), "--batch-size", "16"], capsys)
+    assert code == 0, err
+    m = json.loads(stdout)
+    assert set(m) >= {"P@0.5", "AP", "overall_iou", "mean_iou", "mAP_coco", "J", "F", "J&F"}
+    assert all(0.0 <= m[k] <= 1.0 for k in m if k != "num_samples")
+    ds = open_dataset("shapes", shapes_root)
+    assert m["num_samples"] == len(ds)
+    assert (masks / "scores.json").is_file()
+    png = np.array(Image.open(masks / ds.mask_relpath(ds.samples[0])))
+    assert png.dtype == np.uint8 and png.shape == (64, 64) and set(np.unique(png)) <= {0, 255}
+    # the saved masks re-score to the same numbers (scores.json keeps the COCO confidences)
+    code, stdout, _ = run_cli([*base, "--predictions", str(masks), "--json"], capsys)
+    again = json.loads(stdout)
+    assert code == 0 and again == pytest.approx(m)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["checkpoint_config"] == "tiny" and saved["interval"] == 2
+    # human-readable table
+    code, stdout, _ = run_cli([*base, "--checkpoint", str(tiny_checkpoint), "--limit", "4", "--protocol", "lbdt"],
+                              capsys)
+    assert code == 0 and "mean IoU" in stdout and "J&F" in stdout and "LBDT protocol" in stdout.replace("\n", " ")
+
+
+def test_end_to_end_a2d_mp4_tiny_model(a2d_root, tiny_checkpoint, capsys):
+    code, stdout, err = run_cli(["eval", "--dataset", "a2d", "--root", str(a2d_root), "--checkpoint",
+                                 str(tiny_checkpoint), "--device", "cpu", "--json", "--limit", "3"], capsys)
+    assert code == 0, err
+    m = json.loads(stdout)
+    assert m["num_samples"] == 3 and "J" not in m
+
+
+def test_torchrun_two_processes_match_one(shapes_root, tiny_checkpoint, tmp_path, capsys):
+    """Samples sharded by rank (gloo on CPU), per-sample I/U gathered: identical numbers to one process."""
+    args = ["eval", "--dataset", "shapes", "--root", str(shapes_root), "--checkpoint", str(tiny_checkpoint),
+            "--device", "cpu", "--json"]
+    code, one, err = run_cli(args, capsys)
+    assert code == 0, err
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29561", "-m", "lbdt_cli", *args, "-o", str(tmp_path / "o")],
+                         capture_output=True, text=True, env=env, timeout=180)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert json.loads(two.stdout) == json.loads(one)
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["world_size"] == 2
