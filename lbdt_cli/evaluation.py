@@ -205,6 +205,7 @@ def evaluate_model(
         (mask_dir / SCORES_FILE).write_text(json.dumps(scores, indent=0, sort_keys=True))
     cfg = getattr(model, "config", None)
     meta = {"checkpoint_config": getattr(cfg, "name", None), "input_size": size,
+            "confidence": "mean sigmoid probability inside the mask",
             "interval": dataset.interval, "num_samples_total": len(dataset.samples), "limit": limit,
             "torch_threads": torch.get_num_threads()}
     return EvalResult(dataset.name, dataset.split, protocol, resolution_note(protocol, size), acc,
@@ -299,9 +300,11 @@ def evaluate_predictions(
         _score(acc, s, pred, gt, void, scores.get(rel, mask_confidence(grey, pred)))
         if progress is not None and (k % 64 == 0 or k == len(samples)):
             progress(64 if k % 64 == 0 else k % 64)
-    note = resolution_note(protocol) + " (GT side only: masks scored as found)" if protocol == "lbdt" else resolution_note(protocol)
+    note = ("original frame size, masks scored as found; GT round trip through 320x320 (bilinear align_corners, "
+            ">0) then nearest back (LBDT protocol, GT side)" if protocol == "lbdt"
+            else "original frame size, raw GT, masks scored as found")
     meta = {"predictions": str(root), "num_samples_total": len(dataset.samples), "limit": limit,
-            "confidence": "scores.json" if scores else "PNG grey level inside the mask"}
+            "confidence": "scores.json" if scores else "mean PNG grey level inside the mask"}
     return EvalResult(dataset.name, dataset.split, protocol, note, acc, acc.summary(), meta)
 
 

@@ -44,9 +44,12 @@ def _render(result, reference: dict[str, dict]) -> None:
         table.add_row(LABELS[key], _pct(m[key]),
                       *[(f"{ref[key]:.1f}" if key in ref else "-") for ref in reference.values()])
     console.print(table)
-    console.print(f"[dim]resolution: {result.resolution}; P@K counts IoU "
-                  f"{'>' if result.accumulator.strict else '>='} K; mAP (COCO) ranks by mean probability inside "
-                  f"the mask[/]", highlight=False, soft_wrap=True)
+    notes = [f"resolution: {result.resolution}",
+             f"P@K and AP count IoU {'>' if result.accumulator.strict else '>='} K",
+             f"mAP (COCO) ranks masks by {result.meta.get('confidence', 'confidence')}"]
+    if reference:
+        notes.append("paper numbers: the authors' protocol (--protocol lbdt) on their own sample list")
+    console.print("[dim]" + "; ".join(notes) + "[/]", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
