@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lbdt_cli.data.common import RvosDataset, Sample, read_index_png
+from lbdt_cli.data.common import RvosDataset, Sample
 from lbdt_cli.errors import InputError, LbdtError, OutputError
 from lbdt_cli.metrics import MetricAccumulator, lbdt_gt_roundtrip, mask_confidence, resize_nearest
 

@@ -26,7 +26,6 @@ from lbdt_cli.data.common import (
     CheckReport,
     RvosDataset,
     Sample,
-    find_first,
     frames_from_folder,
     frames_from_video,
     previous_frame,

@@ -137,16 +137,6 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def find_first(root: Path, candidates: Sequence[str], what: str, is_dir: bool = False) -> Path:
-    """The first existing `root/<candidate>`; InputError naming all candidates otherwise."""
-    for c in candidates:
-        p = root / c
-        if (p.is_dir() if is_dir else p.is_file()):
-            return p
-    raise InputError(f"missing {root / candidates[0]}: expected {what} (also looked for {', '.join(candidates[1:])})"
-                     if len(candidates) > 1 else f"missing {root / candidates[0]}: expected {what}")
-
-
 def read_text(path: Path, encodings: Sequence[str] = ("utf-8",)) -> str:
     data = path.read_bytes()
     for enc in encodings:
