@@ -104,6 +104,20 @@ def _group_by_video(samples: Sequence[Sample]) -> list[tuple[str, list[Sample]]]
     return list(groups.items())
 
 
+def _blocks(groups: list, min_pairs: int) -> list[list]:
+    """Consecutive videos joined until a block holds at least `min_pairs` samples (a long video stays alone)."""
+    blocks, cur, n = [], [], 0
+    for g in groups:
+        cur.append(g)
+        n += len(g[1])
+        if n >= min_pairs:
+            blocks.append(cur)
+            cur, n = [], 0
+    if cur:
+        blocks.append(cur)
+    return blocks
+
+
 def _shard(groups: list, rank: int, world_size: int) -> list:
     return groups[rank::world_size] if world_size > 1 else groups
 
@@ -172,21 +186,26 @@ def evaluate_model(
     acc = _accumulator(dataset, strict)
     scores: dict[str, float] = {}
     mask_dir = Path(save_masks) if save_masks else None
-    for video_id, group in _shard(_group_by_video(samples), rank, world_size):
-        names = sorted({n for s in group for n in (s.frame, s.prev_frame)})
-        frames = dataset.load_frames(video_id, names)
-        exprs = sorted({s.expression for s in group})
+    chunk_size = max(batch_size, 1) * 4
+    for block in _blocks(_shard(_group_by_video(samples), rank, world_size), chunk_size):
+        # a block gathers short videos (J-HMDB scores 3 frames each) so that batches stay full
+        frames: dict[tuple[str, str], np.ndarray] = {}
+        for video_id, group in block:
+            names = sorted({n for s in group for n in (s.frame, s.prev_frame)})
+            frames.update({(video_id, n): f for n, f in dataset.load_frames(video_id, names).items()})
+        pairs = [s for _, group in block for s in group]
+        exprs = sorted({s.expression for s in pairs})
         vectors, mask, _ = embedder.embed(exprs)
         text = predictor.encode_text(vectors, mask)
         row = {e: i for i, e in enumerate(exprs)}
-        for lo in range(0, len(group), max(batch_size, 1) * 4):
-            chunk = group[lo : lo + max(batch_size, 1) * 4]
-            args = ([frames[s.frame] for s in chunk], [frames[s.prev_frame] for s in chunk],
+        for lo in range(0, len(pairs), chunk_size):
+            chunk = pairs[lo : lo + chunk_size]
+            args = ([frames[s.video_id, s.frame] for s in chunk], [frames[s.video_id, s.prev_frame] for s in chunk],
                     [row[s.expression] for s in chunk], text)
             probs = _predict_native(predictor, *args) if protocol == "lbdt" else predictor.predict_pairs(*args)
             for s, p in zip(chunk, probs):
                 gt, void = s.load_gt()
-                h, w = frames[s.frame].shape[:2]
+                h, w = frames[s.video_id, s.frame].shape[:2]
                 _check_size(s, (h, w), gt.shape, "its frame")
                 if protocol == "lbdt":
                     pred = resize_nearest(p > 0.5, (h, w))
