@@ -1,4 +1,33 @@
 import os
+from dataclasses import dataclass
+
+import pytest
 
 # Tests run on 2 shared cores; more threads only add contention.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `lbdt ARGS...` in-process (no interpreter start-up) and capture its output."""
+
+    def run(*args) -> CliResult:
+        from lbdt_cli.cli import main
+
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out = capsys.readouterr()
+        return CliResult(code, out.out, out.err)
+
+    return run
