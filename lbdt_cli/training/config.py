@@ -36,6 +36,7 @@ class TrainConfig:
     accumulate: int = 1  # gradient accumulation steps per optimizer step
     amp: bool = True  # fp16 autocast + GradScaler on CUDA (ignored on CPU)
     workers: int = 2
+    threads: int | None = None  # torch CPU threads (None = torch's default)
     device: str = "auto"
     save_every: int = 0  # optimizer steps between last.pt saves (0 = at epoch ends only)
     log_every: int = 10

@@ -239,6 +239,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, conso
             out.mkdir(parents=True, exist_ok=True)
         ddp.barrier()
 
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         model = _build(cfg, resume_ckpt).to(ddp.device)
         mcfg = model.config

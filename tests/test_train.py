@@ -1,0 +1,132 @@
+"""lbdt train: loss, a short run, exact resume, DDP (gloo, 2 processes), export, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+
+from lbdt_cli.errors import InputError, OutputError
+from lbdt_cli.training import export_weights, make_config, train
+from lbdt_cli.training.loss import dice_loss, lbdt_loss
+
+TINY = dict(dataset="shapes", model="tiny", input_size=64, interval=2, batch_size=2, workers=0, threads=1,
+            shapes_train_clips=1, shapes_val_clips=1, shapes_size=64, shapes_frames=4, val_samples=2, log_every=1)
+
+
+def _cfg(tmp_path, name, **kw):
+    return make_config(None, **{**TINY, "output": str(tmp_path / name), **kw})
+
+
+def _losses(run_dir):
+    recs = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in recs if r["type"] == "train"]
+
+
+def test_loss_matches_the_released_formula():
+    logits = torch.tensor([[[[2.0, -1.0], [0.5, -3.0]]], [[[0.0, 0.0], [0.0, 0.0]]]])
+    target = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]], [[[0.0, 0.0], [0.0, 1.0]]]])
+    p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4).flatten(1)
+    t = target.flatten(1)
+    dice = (1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)).mean()
+    assert torch.allclose(dice_loss(logits, target), dice)
+    bce = -(1.5 * target * torch.log(torch.sigmoid(logits)) + (1 - target) * torch.log(1 - torch.sigmoid(logits)))
+    assert torch.allclose(lbdt_loss(logits, target), 0.5 * bce.mean() + 0.5 * dice, atol=1e-6)
+
+
+def test_two_step_run_writes_resumable_checkpoint_and_metrics(tmp_path):
+    summary = train(_cfg(tmp_path, "run", max_steps=2))
+    run = tmp_path / "run"
+    assert summary["step"] == 2 and summary["stopped_early"]
+    from lbdt_cli.model import read_checkpoint
+
+    ckpt = read_checkpoint(run / "last.pt")
+    ts = ckpt["training_state"]
+    assert ts["step"] == 2 and ts["position"] == 2 and ts["epoch"] == 0
+    assert {"optimizer", "scheduler", "scaler", "rng"} <= set(ts)
+    assert [s for s, _ in _losses(run)] == [1, 2]
+    assert all(torch.isfinite(torch.tensor(l)) for _, l in _losses(run))
+    # an existing run is never overwritten by accident
+    with pytest.raises(OutputError):
+        train(_cfg(tmp_path, "run", max_steps=1))
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    # 2 epochs x 2 steps; the interrupted run stops mid-epoch 2 (after an epoch end, validation, lr step)
+    common = dict(epochs=2, epoch_samples=4, milestones=[1], lr=1e-3)
+    train(_cfg(tmp_path, "full", **common))
+    train(_cfg(tmp_path, "cut", max_steps=3, **common))
+    assert [s for s, _ in _losses(tmp_path / "cut")] == [1, 2, 3]
+    train(_cfg(tmp_path, "cut", **common), resume=True)
+    assert _losses(tmp_path / "cut") == _losses(tmp_path / "full")
+    from lbdt_cli.model import read_checkpoint
+
+    a, b = read_checkpoint(tmp_path / "full" / "last.pt"), read_checkpoint(tmp_path / "cut" / "last.pt")
+    assert a["training_state"]["step"] == b["training_state"]["step"] == 4
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+
+
+def test_export_is_half_precision_and_loads_as_float32(tmp_path):
+    train(_cfg(tmp_path, "run", epochs=1, epoch_samples=2))
+    export_weights(tmp_path / "run" / "best.pt", tmp_path / "w.pt")
+    from lbdt_cli.model import load_checkpoint, read_checkpoint
+
+    raw = read_checkpoint(tmp_path / "w.pt")
+    assert raw["training_state"] is None
+    assert all(v.dtype == torch.float16 for v in raw["state_dict"].values() if v.is_floating_point())
+    model = load_checkpoint(tmp_path / "w.pt")
+    assert next(model.parameters()).dtype == torch.float32
+    assert model.provenance["dataset"] == "shapes"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, out, queue):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    cfg = make_config(None, **{**TINY, "output": out, "max_steps": 2, "device": "cpu"})
+    queue.put((rank, train(cfg)["step"]))
+
+
+def test_ddp_gloo_two_processes(tmp_path):
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    out = str(tmp_path / "ddp")
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), out, queue), nprocs=2, join=True, start_method="spawn")
+    results = sorted(queue.get() for _ in range(2))
+    assert results == [(0, 2), (1, 2)]
+    from lbdt_cli.model import read_checkpoint
+
+    ts = read_checkpoint(tmp_path / "ddp" / "last.pt")["training_state"]
+    assert ts["world_size"] == 2 and ts["step"] == 2 and len(ts["rng"]) == 2
+
+
+@pytest.mark.parametrize("argv, code, needle", [
+    (["train", "--dataset", "kitti"], 3, "unknown dataset"),
+    (["train", "--dataset", "a2d"], 3, "--root is required"),
+    (["train", "--dataset", "a2d", "--root", "/nonexistent/a2d"], 3, "does not exist"),
+    (["train", "--model", "tiny", "--config", "/nonexistent.json"], 3, "not found"),
+])
+def test_bad_inputs_give_one_line_errors(argv, code, needle, capsys):
+    from lbdt_cli.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == code
+    assert needle in err and err.startswith("error:") and "Traceback" not in err
+
+
+def test_resume_without_a_run_is_an_input_error(tmp_path):
+    with pytest.raises(InputError):
+        train(_cfg(tmp_path, "none"), resume=True)
