@@ -137,3 +137,11 @@ def test_make_shapes_cli(tmp_path):
     assert res.exit_code != 0
     res = runner.invoke(app, ["make-shapes", str(tmp_path / "x"), "--clips", "0"])
     assert res.exit_code != 0 and not (tmp_path / "x").exists()
+
+
+def test_dataset_model_ready_tensors():
+    ds = ShapesDataset("val", num_clips=1, size=64, num_frames=4, interval=2, input_size=32)
+    item = ds[0]
+    assert item["image"].shape == (3, 32, 32) and item["frame_diff"].shape == (3, 32, 32)
+    assert item["target"].shape == (1, 32, 32) and set(item["target"].unique().tolist()) <= {0.0, 1.0}
+    assert float(item["frame_diff"].abs().sum()) == 0.0  # frame 0 is its own previous frame

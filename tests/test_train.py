@@ -130,3 +130,14 @@ def test_bad_inputs_give_one_line_errors(argv, code, needle, capsys):
 def test_resume_without_a_run_is_an_input_error(tmp_path):
     with pytest.raises(InputError):
         train(_cfg(tmp_path, "none"), resume=True)
+
+
+def test_shapes_eval_reports_appearance_and_motion():
+    from lbdt_cli.model import build_model
+    from lbdt_cli.training.shapes_eval import evaluate_shapes
+
+    torch.manual_seed(0)
+    res = evaluate_shapes(build_model("tiny"), num_clips=2, size=64, num_frames=3)
+    assert res["samples_appearance"] + res["samples_needs_motion"] > 0
+    for k in ("mean_iou_appearance", "mean_iou_all"):
+        assert 0.0 <= res[k] <= 1.0

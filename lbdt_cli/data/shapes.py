@@ -451,7 +451,8 @@ class ShapesDataset:
     Each item: dict(frame [S,S,3] uint8, prev_frame [S,S,3] uint8 (frame max(t - interval, 0)),
     mask [S,S] bool, text str, clip int, t int, needs_motion bool, kind str). Frames are rendered per item
     from the clip's layout, so memory stays small for thousands of clips. `clips` (e.g. from `read_shapes`)
-    replaces generation.
+    replaces generation. With `input_size`, items also hold model-ready tensors (lbdt_cli.model.preprocess):
+    image [3,s,s], frame_diff [3,s,s] (normalised) and target [1,s,s] float.
     """
 
     def __init__(
@@ -462,9 +463,11 @@ class ShapesDataset:
         num_frames: int = 24,
         interval: int = 6,
         clips: list[ShapesClip] | None = None,
+        input_size: int | None = None,
         **generator_kwargs,
     ) -> None:
         self.interval = interval
+        self.input_size = input_size
         if clips is None:
             clips = [generate_clip(s, size=size, num_frames=num_frames, render=False, **generator_kwargs)
                      for s in split_seeds(split, num_clips)]
@@ -490,7 +493,18 @@ class ShapesDataset:
         expr = clip.expressions[ei]
         frame, masks = self._frame(clip, t)
         prev, _ = self._frame(clip, max(t - self.interval, 0))
-        return {
+        item = {
             "frame": frame, "prev_frame": prev, "mask": masks[expr.object], "text": expr.text,
             "clip": ci, "t": t, "needs_motion": expr.needs_motion, "kind": expr.kind,
         }
+        if self.input_size:
+            import torch
+            import torch.nn.functional as F
+
+            from lbdt_cli.model.preprocess import frame_difference, normalize_frames
+
+            x = normalize_frames(torch.from_numpy(np.stack([frame, prev])), self.input_size)
+            m = torch.from_numpy(item["mask"])[None, None].float()
+            m = F.interpolate(m, size=(self.input_size,) * 2, mode="bilinear", antialias=True) >= 0.5
+            item.update(image=x[0], frame_diff=frame_difference(x[0], x[1]), target=m[0].float())
+        return item
