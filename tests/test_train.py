@@ -141,3 +141,13 @@ def test_shapes_eval_reports_appearance_and_motion():
     assert res["samples_appearance"] + res["samples_needs_motion"] > 0
     for k in ("mean_iou_appearance", "mean_iou_all"):
         assert 0.0 <= res[k] <= 1.0
+
+
+def test_trains_on_a_release_layout_dataset(tmp_path):
+    from rvos_layouts import make_ytvos
+
+    root = make_ytvos(tmp_path / "ytvos")
+    cfg = make_config(None, **{**TINY, "dataset": "ytvos", "root": str(root), "output": str(tmp_path / "run"),
+                               "max_steps": 1})
+    assert train(cfg)["step"] == 1
+    assert [s for s, _ in _losses(tmp_path / "run")] == [1]
