@@ -195,3 +195,21 @@ def test_benchmark_reports(capsys, clips, ckpt, tmp_path):
         assert r[k] == r[k]  # a number, not NaN
     assert r["end_to_end_fps"] > 0 and r["naive_fps"] > 0
     assert not (tmp_path / "o").exists()  # the benchmark writes nothing
+
+
+def test_interrupt_leaves_nothing(capsys, clips, ckpt, tmp_path, monkeypatch):
+    from lbdt_cli.video import writers
+
+    real_write = writers.VideoOutputs.write
+
+    def write_then_interrupt(self, frame, probs):
+        real_write(self, frame, probs)
+        if frame.index == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(writers.VideoOutputs, "write", write_then_interrupt)
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "segment", clips["mp4"], "a circle", "--checkpoint", ckpt, "-o", out,
+                       "--format", "all", "--palette", "-q")
+    assert code == 130 and "Traceback" not in err
+    assert leftovers(out) == []

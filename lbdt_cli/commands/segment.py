@@ -84,7 +84,12 @@ def register(app: typer.Typer) -> None:
         benchmark: bool = typer.Option(False, "--benchmark", help="Time end-to-end, model-only and a naive "
             "per-frame loop on the first clip; writes nothing."),
     ) -> None:  # fmt: skip
-        """Segment the object each expression describes in every frame of each clip."""
+        """Segment the object each expression describes in every frame of each clip.
+
+        Leading arguments that exist (or match a glob, or end like a video file) are inputs; the
+        rest are expressions. Output: OUT/<clip>/ with manifest.json, summary.json and the chosen
+        formats (see docs/segment-output.md).
+        """
         from lbdt_cli.video.pipeline import (
             Segmenter, VideoJob, check_expressions, check_selection, default_checkpoint, plan_outputs, resolve_inputs,
             shard_for_rank, split_inputs_and_expressions,
