@@ -40,16 +40,23 @@ def _parent_ready(final: Path) -> Path:
 
 
 def check_writable_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Fail early (OutputError) if `path` exists without `overwrite` or its folder cannot be written.
+    """Fail early (OutputError) if `path` exists without `overwrite`, or could not be created.
 
-    Creates the missing parent folders (an empty folder is not a half-written output).
+    Creates nothing: the nearest existing ancestor must be a writable folder (missing folders
+    are made later, when the output is written).
     """
     final = Path(path)
     if final.exists() and not overwrite:
         raise OutputError(f"{final} exists already (use --overwrite to replace it)")
     if final.exists() and not os.access(final, os.W_OK):
         raise OutputError(f"{final} exists and is not writable")
-    _parent_ready(final)
+    ancestor = final.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"cannot create output folder {final.parent}: {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot create output folder {final.parent}: {ancestor} is not writable")
     return final
 
 
