@@ -109,9 +109,12 @@ def test_expression_flag_quiet_stride_rotated(capsys, clips, ckpt, tmp_path):
 
 def test_overwrite_and_unknown_words(capsys, clips, ckpt, tmp_path):
     out = tmp_path / "o"
-    args = ["segment", clips["mkv"], "the zorblax circle", "--checkpoint", ckpt, "-o", out, "--format", "png", "-q"]
+    long = " ".join(["the red circle"] * 10)  # 30 tokens
+    args = ["segment", clips["mkv"], "the zorblax circle", long, "--checkpoint", ckpt, "-o", out, "--format", "png",
+            "-q"]
     code, _, err = run(capsys, *args)
-    assert code == 0 and "unknown word(s) zorblax" in err
+    assert code == 0 and "expression 1: unknown word(s) zorblax" in err
+    assert "expression 2: 30 tokens, only the first 25 are used" in err
     before = (out / "ffv1" / "summary.json").read_text()
     code, _, err = run(capsys, *args)
     assert_one_line_error(code, err, 5, "exists already (use --overwrite")
