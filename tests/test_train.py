@@ -81,6 +81,13 @@ def test_export_is_half_precision_and_loads_as_float32(tmp_path):
     model = load_checkpoint(tmp_path / "w.pt")
     assert next(model.parameters()).dtype == torch.float32
     assert model.provenance["dataset"] == "shapes"
+    # fine-tuning from it at another input size keeps the weights
+    train(_cfg(tmp_path, "ft", init_from=str(tmp_path / "w.pt"), input_size=96, max_steps=1, lr=1e-12,
+               weight_decay=0.0))
+    ft = read_checkpoint(tmp_path / "ft" / "last.pt")
+    assert ft["config"]["input_size"] == 96 and ft["provenance"]["init_from"] == str(tmp_path / "w.pt")
+    key = next(k for k, v in raw["state_dict"].items() if v.is_floating_point() and "weight" in k and "bn" not in k)
+    assert torch.allclose(ft["state_dict"][key], raw["state_dict"][key].float(), atol=1e-6)
 
 
 def _free_port() -> int:

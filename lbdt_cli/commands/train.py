@@ -60,6 +60,8 @@ def register(app: typer.Typer) -> None:
         val_samples: Optional[int] = typer.Option(None, "--val-samples", help="Cap on validation samples."),
         backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights",
                                                         help="torchvision ResNet state dict for both encoders."),
+        init_from: Optional[Path] = typer.Option(None, "--init-from",
+                                                 help="Start from this checkpoint's weights and config."),
         glove: Optional[Path] = typer.Option(None, "--glove", help="GloVe text file (GloVe configs)."),
         shapes_clips: Optional[int] = typer.Option(None, "--shapes-clips", help="Generated shapes training clips."),
         shapes_val_clips: Optional[int] = typer.Option(None, "--shapes-val-clips", help="Generated validation clips."),
@@ -89,7 +91,7 @@ def register(app: typer.Typer) -> None:
             interval=interval, input_size=input_size, accumulate=accumulate, workers=workers, threads=threads, device=device, amp=amp,
             save_every=save_every, log_every=log_every, max_steps=max_steps, epoch_samples=epoch_samples,
             val_samples=val_samples, backbone_weights=str(backbone_weights) if backbone_weights else None,
-            glove=str(glove) if glove else None, shapes_train_clips=shapes_clips, shapes_val_clips=shapes_val_clips,
+            glove=str(glove) if glove else None, init_from=str(init_from) if init_from else None, shapes_train_clips=shapes_clips, shapes_val_clips=shapes_val_clips,
             shapes_size=shapes_size, shapes_frames=shapes_frames,
         )
         summary = train(cfg, resume=resume, overwrite=overwrite, console=console,

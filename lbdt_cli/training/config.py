@@ -44,6 +44,7 @@ class TrainConfig:
     epoch_samples: int | None = None  # draw this many samples per epoch (seeded) instead of all
     val_samples: int | None = None  # cap on validation samples (a fixed seeded subset)
     backbone_weights: str | None = None  # torchvision ResNet state dict for both encoders
+    init_from: str | None = None  # start from this checkpoint's weights and config (fine-tuning)
     glove: str | None = None  # GloVe text file for GloVe-embedding configs
     # Shapes generation (when --root is not given)
     shapes_train_clips: int = 400
@@ -113,7 +114,7 @@ def validate(cfg: TrainConfig) -> None:
         raise InputError("interval must be >= 1")
     if cfg.input_size is not None and (cfg.input_size < 32 or cfg.input_size % 32):
         raise InputError(f"input size must be a positive multiple of 32, got {cfg.input_size}")
-    for name in ("backbone_weights", "glove"):
+    for name in ("backbone_weights", "glove", "init_from"):
         p = getattr(cfg, name)
         if p is not None and not Path(p).is_file():
             raise InputError(f"--{name.replace('_', '-')} file not found: {p}")

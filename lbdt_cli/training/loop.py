@@ -135,10 +135,22 @@ def _build(cfg: TrainConfig, resume_ckpt: dict | None):
         overrides["interval"] = cfg.interval
     if cfg.input_size is not None:
         overrides["input_size"] = cfg.input_size
+    init = None
+    if cfg.init_from:
+        from lbdt_cli.model import read_checkpoint
+
+        init = read_checkpoint(cfg.init_from)
     try:
-        model = build_model(cfg.model, **overrides)
+        base = LBDTConfig.from_dict(init["config"]) if init is not None else cfg.model
+        model = build_model(base, **overrides)
     except (ValueError, TypeError) as exc:
         raise InputError(f"model config: {exc}") from None
+    if init is not None:
+        try:
+            model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in init["state_dict"].items()})
+        except RuntimeError as exc:
+            raise InputError(f"--init-from {cfg.init_from}: weights do not fit ({str(exc).splitlines()[0]})") from None
+        return model
     if cfg.backbone_weights:
         state = torch.load(cfg.backbone_weights, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state:
@@ -402,6 +414,7 @@ def _provenance(cfg: TrainConfig, epoch: int, step: int, val: dict | None) -> di
     import lbdt_cli
 
     p = {"source": "lbdt train", "version": lbdt_cli.__version__, "dataset": cfg.dataset, "root": cfg.root,
+         "init_from": cfg.init_from,
          "epoch": epoch, "step": step, "seed": cfg.seed, "train_config": cfg.to_dict()}
     if val is not None:
         p["validation"] = val
