@@ -150,7 +150,8 @@ class Predictor:
     """
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto", precision: str = "fp32",
-                 batch_size: int = 8, input_size: int | None = None, interval: int | None = None) -> None:  # fmt: skip
+                 batch_size: int = 8, input_size: int | None = None, interval: int | None = None,
+                 channels_last: bool = True) -> None:  # fmt: skip
         if precision not in _DTYPES:
             raise LbdtError(f"unknown --precision {precision!r} (use fp32, fp16 or bf16)")
         if batch_size < 1:
@@ -166,7 +167,9 @@ class Predictor:
         self.interval = int(model.config.interval if interval is None else interval)
         if self.interval < 1:
             raise LbdtError(f"--interval must be >= 1, got {self.interval}")
-        self.model = model.to(self.device).eval()
+        # NHWC convolutions are ~25% faster with oneDNN on the CPU here, and suit tensor cores on GPUs.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format).eval()
 
     # ------------------------------------------------------------------ text
 
@@ -182,6 +185,11 @@ class Predictor:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
 
+    def model_format_changed(self) -> bool:
+        """True if another Predictor sharing the model switched its memory format."""
+        w = next((p for p in self.model.parameters() if p.ndim == 4), None)
+        return w is not None and not w.is_contiguous(memory_format=self.memory_format)
+
     def _preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device, non_blocking=True)
         return normalize_frames(x, self.input_size)[0]
@@ -190,6 +198,10 @@ class Predictor:
     def _forward(self, images: torch.Tensor, prevs: torch.Tensor, text, text_index: torch.Tensor,
                  return_attention: bool = False):  # fmt: skip
         """images, prevs: normalised [B,3,S,S]; one expression index per row. Logits float32 [B,1,S,S]."""
+        if self.model_format_changed():
+            self.model.to(memory_format=self.memory_format)
+        images = images.contiguous(memory_format=self.memory_format)
+        prevs = prevs.contiguous(memory_format=self.memory_format)
         diff = frame_difference(images, prevs)
         with self._autocast():
             logits, attn = self.model.forward_with_text(images, diff, text.index(text_index), return_attention)

@@ -266,7 +266,8 @@ class Segmenter:
 
         - end-to-end: the real pipeline (threads, batching, writers into a temporary folder).
         - model-only: the same batches on frames decoded beforehand (preprocess + model + upsample).
-        - naive: one frame and one expression at a time, fp32, batch 1, decode/model/write in turn.
+        - naive: one frame and one expression at a time, fp32, batch 1, the model's default memory
+          layout, decode/model/write in turn.
         """
         from lbdt_cli.engine import Predictor
 
@@ -293,7 +294,8 @@ class Segmenter:
             del frames
 
             say("naive per-frame loop")
-            naive_pred = Predictor(self.model, pred.device, "fp32", 1, pred.input_size, pred.interval)
+            naive_pred = Predictor(self.model, pred.device, "fp32", 1, pred.input_size, pred.interval,
+                                   channels_last=False)  # the model as built: a plain per-frame loop
             meta = self._meta(job, start, end, stride)
             t0 = time.perf_counter()
             with VideoOutputs(Path(tmp) / "naive", job.info, meta, formats) as out:
@@ -312,7 +314,7 @@ class Segmenter:
                     out.write(frame, np.stack(probs))
                 out.finish({})
             naive_s = time.perf_counter() - t0
-            # the model was moved back to the same device by naive_pred; nothing else changed
+            self.model.to(memory_format=pred.memory_format)  # as the main predictor had it
         e2e_fps, model_fps, naive_fps = n / e2e_s, count / model_s, n / naive_s
         return {
             "source": str(job.source), "frames": n, "expressions": len(self.expressions),
