@@ -33,8 +33,10 @@ err_console = Console(stderr=True)
 
 class _FpsColumn(ProgressColumn):
     def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.1f} fps" if speed else "- fps", style="cyan")
+        # frames arrive in batches, so rich's windowed speed jumps; the mean since the start does not
+        elapsed = task.finished_time if task.finished else task.elapsed
+        fps = task.completed / elapsed if elapsed and task.completed else None
+        return Text(f"{fps:.2f} fps" if fps else "- fps", style="cyan")
 
 
 def _parse_frame_list(text: str | None) -> list[int]:
