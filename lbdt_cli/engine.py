@@ -354,9 +354,10 @@ class Predictor:
 
     @torch.inference_mode()
     def predict_pairs(self, frames: Sequence[np.ndarray], prev_frames: Sequence[np.ndarray],
-                      text_index_per_pair: Sequence[int], text) -> list[np.ndarray]:  # fmt: skip
+                      text_index_per_pair: Sequence[int], text, native: bool = False) -> list[np.ndarray]:  # fmt: skip
         """Probabilities float32 [H, W] for each (frame, previous frame, expression index) triple,
-        at each frame's own size. Frames are uint8 [H, W, 3] RGB; sizes may differ between pairs."""
+        at each frame's own size (at the model's input size with `native`, as the authors'
+        evaluation scored them). Frames are uint8 [H, W, 3] RGB; sizes may differ between pairs."""
         results: list[np.ndarray] = []
         for lo in range(0, len(frames), self.batch_size):
             hi = min(lo + self.batch_size, len(frames))
@@ -364,6 +365,9 @@ class Predictor:
             prevs = torch.stack([self._preprocess(f) for f in prev_frames[lo:hi]])
             idx = torch.as_tensor(list(text_index_per_pair[lo:hi]), device=self.device, dtype=torch.long)
             logits, _ = self._forward(images, prevs, text, idx)
+            if native:
+                results.extend(torch.sigmoid(logits[:, 0]).cpu().numpy())
+                continue
             for k, f in enumerate(frames[lo:hi]):
                 up = F.interpolate(logits[k : k + 1], size=f.shape[:2], mode="bilinear", align_corners=False)
                 results.append(torch.sigmoid(up)[0, 0].cpu().numpy())

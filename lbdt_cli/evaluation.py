@@ -134,27 +134,6 @@ def load_model_for_eval(checkpoint: str | os.PathLike, glove: str | os.PathLike 
     return model, TextEmbedder.for_model(model, glove_path=glove)
 
 
-def _predict_native(predictor, frames, prevs, index, text) -> list[np.ndarray]:
-    """Probabilities at the model's input size (LBDT protocol). Uses the engine's `native` option when it
-    has one, else its preprocessing and forward pass directly."""
-    import inspect
-
-    import torch
-
-    if "native" in inspect.signature(predictor.predict_pairs).parameters:
-        return predictor.predict_pairs(frames, prevs, index, text, native=True)
-    out = []
-    bs = predictor.batch_size
-    with torch.inference_mode():
-        for lo in range(0, len(frames), bs):
-            images = torch.stack([predictor._preprocess(f) for f in frames[lo : lo + bs]])
-            prev = torch.stack([predictor._preprocess(f) for f in prevs[lo : lo + bs]])
-            idx = torch.as_tensor(list(index[lo : lo + bs]), device=predictor.device, dtype=torch.long)
-            logits, _ = predictor._forward(images, prev, text, idx)
-            out.extend(torch.sigmoid(logits[:, 0]).cpu().numpy())
-    return out
-
-
 def evaluate_model(
     dataset: RvosDataset,
     model,
@@ -202,7 +181,7 @@ def evaluate_model(
             chunk = pairs[lo : lo + chunk_size]
             args = ([frames[s.video_id, s.frame] for s in chunk], [frames[s.video_id, s.prev_frame] for s in chunk],
                     [row[s.expression] for s in chunk], text)
-            probs = _predict_native(predictor, *args) if protocol == "lbdt" else predictor.predict_pairs(*args)
+            probs = predictor.predict_pairs(*args, native=protocol == "lbdt")
             for s, p in zip(chunk, probs):
                 gt, void = s.load_gt()
                 h, w = frames[s.video_id, s.frame].shape[:2]
