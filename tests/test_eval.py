@@ -173,3 +173,29 @@ def test_torchrun_two_processes_match_one(shapes_root, tiny_checkpoint, tmp_path
     assert two.returncode == 0, two.stderr[-2000:]
     assert json.loads(two.stdout) == json.loads(one)
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["world_size"] == 2
+
+
+def test_shapes_reports_appearance_and_motion_expressions_separately(shapes_root, tiny_checkpoint, capsys):
+    index = json.loads((shapes_root / "expressions.json").read_text())
+    frames = index["num_frames"]
+    expected = {}
+    for clip in index["clips"].values():
+        for x in clip["expressions"]:
+            kind = "motion" if x["needs_motion"] else "appearance"
+            expected[kind] = expected.get(kind, 0) + frames
+    code, stdout, err = run_cli(["eval", "--dataset", "shapes", "--root", str(shapes_root), "--checkpoint",
+                                 str(tiny_checkpoint), "--device", "cpu", "--json"], capsys)
+    assert code == 0, err
+    m = json.loads(stdout)
+    groups = m["by_group"]
+    assert {k: g["num_samples"] for k, g in groups.items()} == expected
+    assert sum(expected.values()) == m["num_samples"]
+    # the per-group mean IoUs recombine into the overall mean IoU
+    recombined = sum(g["mean_iou"] * g["num_samples"] for g in groups.values()) / m["num_samples"]
+    assert recombined == pytest.approx(m["mean_iou"], abs=1e-9)
+    # generated test clip 2000000: expression 0 is resolvable by appearance, expression 1 needs motion
+    code, stdout, err = run_cli(["eval", "--dataset", "shapes", "--num-clips", "1", "--limit", "48", "--checkpoint",
+                                 str(tiny_checkpoint), "--device", "cpu", "--json"], capsys)
+    assert code == 0, err
+    groups = json.loads(stdout)["by_group"]
+    assert {k: g["num_samples"] for k, g in groups.items()} == {"appearance": 24, "motion": 24}

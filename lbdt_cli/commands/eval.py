@@ -23,6 +23,9 @@ LABELS = {"P@0.5": "P@0.5", "P@0.6": "P@0.6", "P@0.7": "P@0.7", "P@0.8": "P@0.8"
           "mAP_coco": "mAP (COCO)", "J": "J", "F": "F", "J&F": "J&F"}
 
 
+GROUP_LABELS = {"appearance": "resolvable by appearance", "motion": "need motion"}
+
+
 def _pct(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
 
@@ -44,6 +47,15 @@ def _render(result, reference: dict[str, dict]) -> None:
         table.add_row(LABELS[key], _pct(m[key]),
                       *[(f"{ref[key]:.1f}" if key in ref else "-") for ref in reference.values()])
     console.print(table)
+    groups = m.get("by_group")
+    if groups:
+        gt = Table(title="by expression kind")
+        for col in ("expressions", "samples", "mean IoU (%)", "J (%)", "F (%)", "J&F (%)"):
+            gt.add_column(col, justify="left" if col == "expressions" else "right")
+        for name, g in groups.items():
+            gt.add_row(GROUP_LABELS.get(name, name), str(g["num_samples"]), _pct(g["mean_iou"]), _pct(g["J"]),
+                       _pct(g["F"]), _pct(g["J&F"]))
+        console.print(gt)
     notes = [f"resolution: {result.resolution}",
              f"P@K and AP count IoU {'>' if result.accumulator.strict else '>='} K",
              f"mAP (COCO) ranks masks by {result.meta.get('confidence', 'confidence')}"]

@@ -97,6 +97,10 @@ class RvosDataset:
     def check(self) -> CheckReport:
         raise NotImplementedError
 
+    def sample_group(self, sample: Sample) -> str | None:
+        """A subset name to report separately (shapes: "appearance" / "motion"), or None."""
+        return None
+
     def mask_relpath(self, sample: Sample) -> str:
         """Where `--save-masks` puts this sample's PNG, relative to the folder."""
         if self.one_expression_per_video:

@@ -49,6 +49,7 @@ class ShapesEval(RvosDataset):
         self.samples = []
         self._clips: dict[str, "shapes.ShapesClip"] = {}
         self._entries: dict[str, dict] = {}
+        self._needs_motion: dict[tuple[str, str], bool] = {}
         if self.root is not None:
             if not self.root.is_dir():
                 raise InputError(f"dataset folder {self.root} does not exist")
@@ -64,7 +65,8 @@ class ShapesEval(RvosDataset):
             for cid, (video, masks, exprs) in clips.items():
                 require_file(self.root / video, f"the clip of {cid}")
                 self._entries[cid] = {"video": video, "masks": masks}
-                self._add(cid, [(str(e["text"]), int(e["object"])) for e in exprs], num_frames)
+                self._add(cid, [(str(e["text"]), int(e["object"]), bool(e.get("needs_motion", False)))
+                                for e in exprs], num_frames)
             self.source = str(self.root)
         else:
             if split not in shapes.SPLIT_SEEDS:
@@ -73,14 +75,15 @@ class ShapesEval(RvosDataset):
             for s in range(first, first + num_clips):
                 clip = shapes.generate_clip(s, size=size, num_frames=num_frames)
                 self._clips[clip.clip_id] = clip
-                self._add(clip.clip_id, [(e.text, e.object) for e in clip.expressions], num_frames)
+                self._add(clip.clip_id, [(e.text, e.object, e.needs_motion) for e in clip.expressions], num_frames)
             self.source = f"generated: {num_clips} clips from seed {first}, {size}x{size}, {num_frames} frames"
         self.videos = sorted({s.video_id for s in self.samples})
         self._label_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 
-    def _add(self, cid: str, exprs: list[tuple[str, int]], num_frames: int) -> None:
+    def _add(self, cid: str, exprs: list[tuple[str, int, bool]], num_frames: int) -> None:
         names = [f"{t:05d}" for t in range(num_frames)]
-        for e, (text, obj) in enumerate(exprs):
+        for e, (text, obj, needs_motion) in enumerate(exprs):
+            self._needs_motion[(cid, str(e))] = needs_motion
             for f in names:
                 self.samples.append(Sample(
                     sample_id=f"{cid}/{e}/{f}",
@@ -92,6 +95,10 @@ class ShapesEval(RvosDataset):
                     expression_id=str(e),
                     dataset=self,
                 ))
+
+    def sample_group(self, sample: Sample) -> str:
+        """Expressions that a same-colour, same-shape distractor makes need motion, and the rest."""
+        return "motion" if self._needs_motion[(sample.video_id, sample.expression_id)] else "appearance"
 
     def load_frames(self, video_id: str, names: Sequence[str]) -> dict[str, np.ndarray]:
         if video_id in self._clips:
