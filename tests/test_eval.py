@@ -143,7 +143,10 @@ def test_end_to_end_shapes_tiny_model(shapes_root, tiny_checkpoint, tmp_path, ca
     # the saved masks re-score to the same numbers (scores.json keeps the COCO confidences)
     code, stdout, _ = run_cli([*base, "--predictions", str(masks), "--json"], capsys)
     again = json.loads(stdout)
+    groups, groups_again = m.pop("by_group"), again.pop("by_group")
     assert code == 0 and again == pytest.approx(m)
+    assert groups_again.keys() == groups.keys()
+    assert all(groups_again[k] == pytest.approx(groups[k]) for k in groups)
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["checkpoint_config"] == "tiny" and saved["interval"] == 2
     # human-readable table
