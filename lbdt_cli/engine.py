@@ -151,7 +151,7 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto", precision: str = "fp32",
                  batch_size: int = 8, input_size: int | None = None, interval: int | None = None,
-                 channels_last: bool = True) -> None:  # fmt: skip
+                 channels_last: bool = True, fold_batchnorm: bool = True) -> None:  # fmt: skip
         if precision not in _DTYPES:
             raise LbdtError(f"unknown --precision {precision!r} (use fp32, fp16 or bf16)")
         if batch_size < 1:
@@ -169,7 +169,13 @@ class Predictor:
             raise LbdtError(f"--interval must be >= 1, got {self.interval}")
         # NHWC convolutions are ~25% faster with oneDNN on the CPU here, and suit tensor cores on GPUs.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=self.memory_format).eval()
+        model = model.eval()
+        if fold_batchnorm:
+            # Inference only: a folded copy skips one pass over every feature map (~5% on CPU).
+            from lbdt_cli.model.fusion import fold_batchnorm as fold
+
+            model = fold(model)
+        self.model = model.to(self.device, memory_format=self.memory_format)
 
     # ------------------------------------------------------------------ text
 

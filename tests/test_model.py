@@ -176,3 +176,22 @@ def test_read_checkpoint_reports_layer_count_from_keys(tmp_path):
     ckpt = read_checkpoint(tmp_path / "l4.pth")
     assert ckpt["config"]["transfer_layers"] == 4 and ckpt["config"]["name"] == "lbdt4"
     assert ckpt["config"]["word_embedding"] == "glove"
+
+
+def test_folding_batchnorm_keeps_outputs_and_leaves_no_batchnorm():
+    from lbdt_cli.model.fusion import fold_batchnorm
+
+    sd = random_official_state_dict(1, seed=3)
+    from lbdt_cli.model.checkpoint import _convert_official, model_from_checkpoint
+    from pathlib import Path
+
+    model = model_from_checkpoint(_convert_official(sd, Path("x")))
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    image, diff, words, mask = _inputs(2, 96)
+    with torch.no_grad():
+        a, b = model(image, diff, words, mask), folded(image, diff, words, mask)
+    assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(build_model("tiny"))

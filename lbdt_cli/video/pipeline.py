@@ -295,7 +295,7 @@ class Segmenter:
 
             say("naive per-frame loop")
             naive_pred = Predictor(self.model, pred.device, "fp32", 1, pred.input_size, pred.interval,
-                                   channels_last=False)  # the model as built: a plain per-frame loop
+                                   channels_last=False, fold_batchnorm=False)  # the model as built
             meta = self._meta(job, start, end, stride)
             t0 = time.perf_counter()
             with VideoOutputs(Path(tmp) / "naive", job.info, meta, formats) as out:
