@@ -163,7 +163,7 @@ def _median_time(fn, device, warmup: int, repeats: int) -> float:
 
 
 def measure_speed(model, size: int, device: str = "auto", batch_sizes=(1, 4), precision: str = "fp32",
-                  channels_last: bool = False, compile: bool = False, warmup: int = 2,
+                  channels_last: bool = False, compile: bool = False, fold_bn: bool = True, warmup: int = 2,
                   repeats: int = 3) -> list[SpeedResult]:
     """Frames per second of the forward pass: a naive baseline (batch 1, fp32, eager, text
     encoded per frame) first, then the tuned path (text encoded once, batched, chosen precision)."""
@@ -176,6 +176,10 @@ def measure_speed(model, size: int, device: str = "auto", batch_sizes=(1, 4), pr
         results.append(SpeedResult("baseline: batch 1, fp32, eager, per-frame", 1, t))
 
         tuned = model
+        if fold_bn:
+            from lbdt_cli.model.fusion import fold_batchnorm
+
+            tuned = fold_batchnorm(model)
         if channels_last:
             tuned = tuned.to(memory_format=torch.channels_last)
         forward = torch.compile(tuned.forward_with_text) if compile else tuned.forward_with_text
@@ -185,16 +189,16 @@ def measure_speed(model, size: int, device: str = "auto", batch_sizes=(1, 4), pr
             image, diff, words, mask = example_inputs(model, batch, size, dev)
             if channels_last:
                 image, diff = (x.contiguous(memory_format=torch.channels_last) for x in (image, diff))
-            text = model.encode_text(words[:1], mask[:1]).index([0] * batch)
+            text = tuned.encode_text(words[:1], mask[:1]).index([0] * batch)
 
             def run():
                 with autocast():
                     forward(image, diff, text)
 
             t = _median_time(run, dev, warmup, repeats)
-            label = f"batch {batch}, {precision}" + (", channels_last" if channels_last else "") + \
-                    (", compiled" if compile else "")
+            label = f"batch {batch}, {precision}" + (", BN folded" if fold_bn else "") + \
+                    (", channels_last" if channels_last else "") + (", compiled" if compile else "")
             results.append(SpeedResult(label, batch, t))
-        if channels_last:
+        if channels_last and not fold_bn:
             model.to(memory_format=torch.contiguous_format)
     return results

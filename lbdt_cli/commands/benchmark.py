@@ -28,6 +28,8 @@ def register(app: typer.Typer) -> None:
         precision: str = typer.Option("fp32", help="fp32, fp16 or bf16 (autocast) for the tuned runs."),
         channels_last: bool = typer.Option(False, help="channels_last memory format for the tuned runs."),
         compile: bool = typer.Option(False, "--compile", help="torch.compile the tuned forward."),
+        fold_bn: bool = typer.Option(True, "--fold-bn/--no-fold-bn",
+                                     help="Fold BatchNorm into the convolutions for the tuned runs (as segment does)."),
         repeats: int = typer.Option(3, help="Timed repeats per setting (the median is reported)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     ) -> None:
@@ -63,7 +65,7 @@ def register(app: typer.Typer) -> None:
         if speed:
             try:
                 speed_rows = measure_speed(net, size, device, sizes, precision, channels_last, compile,
-                                           repeats=repeats)
+                                           fold_bn=fold_bn, repeats=repeats)
             except ValueError as exc:
                 raise LbdtError(str(exc)) from None
             base = speed_rows[0].fps
