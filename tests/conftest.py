@@ -31,3 +31,15 @@ def run_cli(capsys):
         return CliResult(code, out.out, out.err)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """On a busy 2-core machine, 2 spinning OpenMP threads run ~10x slower than 1; tiny models
+    gain nothing from the second thread anyway."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

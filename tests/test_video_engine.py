@@ -16,16 +16,7 @@ from lbdt_cli.model.lbdt import TextFeatures
 from lbdt_cli.model.text import TextEmbedder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # On the shared 2-core machine, 2 spinning OpenMP threads run ~10x slower than 1 when other
-    # processes are busy; tiny models gain nothing from the second thread anyway.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @dataclass
