@@ -195,3 +195,22 @@ def test_folding_batchnorm_keeps_outputs_and_leaves_no_batchnorm():
     assert (a - b).abs().max() <= 1e-5 * a.abs().max()
     with pytest.raises(ValueError, match="eval mode"):
         fold_batchnorm(build_model("tiny"))
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_that_runs_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": _RunsCode(marker)}, path)
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists()

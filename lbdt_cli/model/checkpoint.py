@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import tempfile
 from pathlib import Path
@@ -90,12 +89,22 @@ def save_checkpoint(path, model, provenance: dict | None = None, training_state:
     }, path)
 
 
+def _numpy_globals() -> list:
+    """The numpy pieces a pickled RNG state needs (training checkpoints keep numpy's)."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    dtypes = {type(np.dtype(t)) for t in (np.uint32, np.int64, np.float64, np.float32, np.uint8, np.bool_)}
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, *dtypes]
+
+
 def _torch_load(path: Path, map_location):
-    try:
+    # Never fall back to full unpickling: a checkpoint from the internet could run code.
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    if safe_globals is None:  # torch < 2.5
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        # Our training checkpoints may hold plain-Python RNG states the safe loader refuses.
-        return torch.load(path, map_location=map_location, weights_only=False)
+    with safe_globals(_numpy_globals()):
+        return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def read_checkpoint(path, map_location="cpu") -> dict:
