@@ -135,15 +135,6 @@ class SpeedResult:
         return self.batch / self.seconds_per_batch
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return dev
-
-
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -167,6 +158,8 @@ def measure_speed(model, size: int, device: str = "auto", batch_sizes=(1, 4), pr
                   repeats: int = 3) -> list[SpeedResult]:
     """Frames per second of the forward pass: a naive baseline (batch 1, fp32, eager, text
     encoded per frame) first, then the tuned path (text encoded once, batched, chosen precision)."""
+    from lbdt_cli.engine import resolve_device
+
     dev = resolve_device(device)
     model = model.eval().to(dev)
     results = []

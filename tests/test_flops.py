@@ -53,6 +53,7 @@ def test_cli_checkpoint_and_bad_input(tmp_path, run_cli):
     out = run_cli("benchmark-flops", "--checkpoint", str(tmp_path / "t.pt"), "--json")
     assert out.code == 0 and json.loads(out.stdout)["model"] == "tiny"
     for args, needle in [(["--model", "nope"], "unknown model"), (["--model", "tiny", "--size", "50"], "multiple of 32"),
-                         (["--checkpoint", str(tmp_path / "missing.pt")], "not found"), ([], "exactly one")]:
+                         (["--checkpoint", str(tmp_path / "missing.pt")], "not found"), ([], "exactly one"),
+                         (["--model", "tiny", "--speed", "--device", "foo"], "unknown --device")]:
         out = run_cli("benchmark-flops", *args)
         assert out.code != 0 and needle in out.stderr and "Traceback" not in out.stderr

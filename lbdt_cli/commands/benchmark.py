@@ -63,16 +63,13 @@ def register(app: typer.Typer) -> None:
             result["relative_to_paper"] = round(report.gmacs / ref["gflops"] - 1, 5)
         speed_rows = []
         if speed:
-            try:
-                speed_rows = measure_speed(net, size, device, sizes, precision, channels_last, compile,
-                                           fold_bn=fold_bn, repeats=repeats)
-            except ValueError as exc:
-                raise LbdtError(str(exc)) from None
+            speed_rows = measure_speed(net, size, device, sizes, precision, channels_last, compile,
+                                       fold_bn=fold_bn, repeats=repeats)
             base = speed_rows[0].fps
             result["speed"] = [{"setting": r.label, "batch": r.batch, "fps": round(r.fps, 3),
                                 "ms_per_frame": round(1000 / r.fps, 2), "speedup_vs_baseline": round(r.fps / base, 3)}
                                for r in speed_rows]
-            from lbdt_cli.flops import resolve_device
+            from lbdt_cli.engine import resolve_device
 
             device = str(resolve_device(device))
             result["device"] = device
