@@ -191,11 +191,6 @@ class Predictor:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
 
-    def model_format_changed(self) -> bool:
-        """True if another Predictor sharing the model switched its memory format."""
-        w = next((p for p in self.model.parameters() if p.ndim == 4), None)
-        return w is not None and not w.is_contiguous(memory_format=self.memory_format)
-
     def _preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device, non_blocking=True)
         return normalize_frames(x, self.input_size)[0]
@@ -204,8 +199,6 @@ class Predictor:
     def _forward(self, images: torch.Tensor, prevs: torch.Tensor, text, text_index: torch.Tensor,
                  return_attention: bool = False):  # fmt: skip
         """images, prevs: normalised [B,3,S,S]; one expression index per row. Logits float32 [B,1,S,S]."""
-        if self.model_format_changed():
-            self.model.to(memory_format=self.memory_format)
         images = images.contiguous(memory_format=self.memory_format)
         prevs = prevs.contiguous(memory_format=self.memory_format)
         diff = frame_difference(images, prevs)

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from lbdt_cli.weights import default_checkpoint  # noqa: F401  (re-exported for the segment command)
 from lbdt_cli.errors import InputError, LbdtError
 from lbdt_cli.video.reader import IMAGE_SUFFIXES, VideoInfo, iter_frames, list_frame_files, probe
 from lbdt_cli.video.writers import SegmentMeta, VideoOutputs, expr_dir_name, render_attention
@@ -40,12 +41,6 @@ VIDEO_SUFFIXES = (
     ".gif", ".3gp", ".ogv", ".y4m",
 )  # fmt: skip
 _GLOB_CHARS = "*?["
-
-
-def default_checkpoint() -> Path | None:
-    """The demo checkpoint shipped in the repository (`weights/lbdt_shapes_demo.pt`), or None."""
-    path = Path(__file__).resolve().parents[2] / "weights" / "lbdt_shapes_demo.pt"
-    return path if path.is_file() else None
 
 
 def peak_rss_mb() -> float:
@@ -189,10 +184,11 @@ class Segmenter:
             raise LbdtError(f"--threshold must be between 0 and 1, got {self.threshold}")
         if self.glove is not None and not Path(self.glove).is_file():
             raise InputError(f"GloVe file not found: {self.glove}")
-        self.model = load_checkpoint(self.checkpoint, map_location="cpu")
+        # The predictor keeps an inference copy (BatchNorm folded); the loaded model is not kept.
+        self.predictor = Predictor(load_checkpoint(self.checkpoint, map_location="cpu"), self.device,
+                                   self.precision, self.batch_size, self.input_size, self.interval)  # fmt: skip
+        self.model = self.predictor.model
         self.embedder = TextEmbedder.for_model(self.model, self.glove)
-        self.predictor = Predictor(self.model, self.device, self.precision, self.batch_size,
-                                   self.input_size, self.interval)  # fmt: skip
         self.text = None
         self.expressions: list[str] = []
         self.tokens: list[list[str]] = []
@@ -294,8 +290,11 @@ class Segmenter:
             del frames
 
             say("naive per-frame loop")
-            naive_pred = Predictor(self.model, pred.device, "fp32", 1, pred.input_size, pred.interval,
-                                   channels_last=False, fold_batchnorm=False)  # the model as built
+            from lbdt_cli.model import load_checkpoint
+
+            naive_model = load_checkpoint(self.checkpoint, map_location="cpu")  # the model as built
+            naive_pred = Predictor(naive_model, pred.device, "fp32", 1, pred.input_size, pred.interval,
+                                   channels_last=False, fold_batchnorm=False)
             meta = self._meta(job, start, end, stride)
             t0 = time.perf_counter()
             with VideoOutputs(Path(tmp) / "naive", job.info, meta, formats) as out:
@@ -314,7 +313,7 @@ class Segmenter:
                     out.write(frame, np.stack(probs))
                 out.finish({})
             naive_s = time.perf_counter() - t0
-            self.model.to(memory_format=pred.memory_format)  # as the main predictor had it
+            del naive_pred, naive_model
         e2e_fps, model_fps, naive_fps = n / e2e_s, count / model_s, n / naive_s
         return {
             "source": str(job.source), "frames": n, "expressions": len(self.expressions),
