@@ -14,6 +14,7 @@ thresholded at input_size², and both are resized (nearest) to the original size
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -344,24 +345,32 @@ def samples_csv(result: EvalResult) -> str:
 
 
 def check_output_dir(output: str | os.PathLike, overwrite: bool) -> Path:
+    """Fail early (OutputError) if `--output` could not take metrics.json and samples.csv: run before scoring."""
+    from lbdt_cli.utils.atomic import check_writable_output
+
     out = Path(output)
-    for name in ("metrics.json", "samples.csv"):
-        if (out / name).exists() and not overwrite:
-            raise OutputError(f"{out / name} exists already (use --overwrite to replace it)")
     if out.exists() and not out.is_dir():
         raise OutputError(f"--output {out} is a file, expected a folder")
+    for name in OUTPUT_FILES:
+        # also checks that the folder (or its nearest existing ancestor) is a writable folder
+        check_writable_output(out / name, overwrite)
     return out
 
 
+OUTPUT_FILES = ("metrics.json", "samples.csv")
+
+
 def write_outputs(result: EvalResult, output: str | os.PathLike, overwrite: bool = False) -> list[Path]:
-    """Write `metrics.json` and `samples.csv` into `output` (each atomically)."""
+    """Write `metrics.json` and `samples.csv` into `output`: both are written to temporary files first, then
+    renamed into place together, so a failure while writing leaves neither (and no mixed old/new pair)."""
     from lbdt_cli.utils.atomic import atomic_path
 
     out = check_output_dir(output, overwrite)
-    paths = []
-    for name, text in (("metrics.json", json.dumps(result.metrics_json(), indent=2, default=float) + "\n"),
-                       ("samples.csv", samples_csv(result))):
-        with atomic_path(out / name, overwrite=overwrite) as tmp:
-            tmp.write_text(text)
-        paths.append(out / name)
-    return paths
+    texts = {"metrics.json": json.dumps(result.metrics_json(), indent=2, default=float) + "\n",
+             "samples.csv": samples_csv(result)}
+    with contextlib.ExitStack() as stack:
+        # each atomic_path renames its file on leaving; the two exits run back to back, after both writes
+        for name in OUTPUT_FILES:
+            tmp = stack.enter_context(atomic_path(out / name, overwrite=overwrite))
+            tmp.write_text(texts[name])
+    return [out / name for name in OUTPUT_FILES]

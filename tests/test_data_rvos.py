@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from lbdt_cli.data.common import open_dataset, previous_frame
-from lbdt_cli.errors import InputError
+from lbdt_cli.data.common import open_dataset, previous_frame, previous_frames
+from lbdt_cli.errors import InputError, LbdtError
 from rvos_layouts import A2D_MASKS, H, W, davis_labels, frame_rgb, make_a2d, make_davis, make_jhmdb, make_ytvos, ytvos_labels
 
 
@@ -23,6 +23,47 @@ def test_previous_frame_rules():
     assert previous_frame("00010", 5, frames) == "00005"
     assert previous_frame("00005", 5, frames) == "00000"
     assert previous_frame("00007", 5, ["00000", "00007"]) == "00000"  # 00002 not listed -> first
+    assert previous_frame("00010", 5, frames, members=frozenset(frames)) == "00005"
+    assert previous_frames(frames, 5, frames) == {"00000": "00000", "00005": "00000", "00010": "00005"}
+
+
+def _count_calls(monkeypatch, module, name):
+    calls = []
+    real = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_each_annotation_file_is_read_once_for_all_expressions_on_it(a2d_root, tmp_path, monkeypatch):
+    from lbdt_cli.data import a2d, davis, shapes_folder, ytvos
+
+    def gts(ds):
+        return [s.load_gt()[0].sum() for s in ds.samples]
+
+    cases = [(a2d, "read_instance_masks", open_dataset("a2d", a2d_root, "test")),
+             (ytvos, "read_index_png", open_dataset("ytvos", make_ytvos(tmp_path / "y"), "train")),
+             (davis, "read_index_png", open_dataset("davis", make_davis(tmp_path / "d"), "val"))]
+    from lbdt_cli.data.shapes import write_shapes
+
+    write_shapes(tmp_path / "s", 1, seed=5, size=32, frames=3)
+    cases.append((shapes_folder, "read_index_png", open_dataset("shapes", tmp_path / "s")))
+    for module, name, ds in cases:
+        calls = _count_calls(monkeypatch, module, name)
+        first = gts(ds)
+        frames = {(s.video_id, s.frame) for s in ds.samples}
+        assert len(ds) > len(frames) or module is davis  # several expressions share a frame
+        assert len(calls) == len(frames), (module.__name__, len(calls), len(frames))
+        assert gts(ds) == first and len(calls) == len(frames)  # second pass: all from the cache
+        monkeypatch.undo()
+    ds = open_dataset("ytvos", tmp_path / "y", "train")
+    ds.gt_cache_size = 1  # the cache stays bounded
+    gts(ds)
+    assert len(ds._gt_cache) == 1
 
 
 def test_a2d_samples_follow_mttr_construction(a2d_root):
@@ -167,7 +208,11 @@ def test_shapes_folder_matches_generator(tmp_path):
 
 
 def test_unknown_dataset_and_missing_root():
-    with pytest.raises(InputError, match="unknown dataset"):
+    with pytest.raises(LbdtError, match="unknown dataset") as info:
         open_dataset("coco", "/tmp")
+    assert info.value.exit_code == 2  # a bad name, not a bad file
+    with pytest.raises(LbdtError, match="--root is required") as info:
+        open_dataset("ytvos", None)
+    assert info.value.exit_code == 2
     with pytest.raises(InputError, match="does not exist"):
         open_dataset("ytvos", "/nonexistent/path")

@@ -101,11 +101,13 @@ def test_bad_inputs_give_one_line_errors(a2d_root, a2d_predictions, tmp_path, ca
     cases = [
         (["--dataset", "a2d", "--root", str(a2d_root), "--predictions", str(empty)], 3, "missing"),
         (["--dataset", "a2d", "--root", str(tmp_path / "nope"), "--predictions", str(empty)], 3, "does not exist"),
-        (["--dataset", "kitti", "--root", str(a2d_root)], 3, "unknown --dataset"),
-        (["--dataset", "a2d", "--root", str(a2d_root)], 3, "--checkpoint is required"),
+        (["--dataset", "kitti", "--root", str(a2d_root)], 2, "unknown --dataset"),
+        (["--dataset", "a2d", "--root", str(a2d_root)], 2, "--checkpoint is required"),
+        (["--dataset", "a2d", "--root", str(a2d_root), "--predictions", str(empty), "--limit", "0"], 2, "--limit"),
+        (["--dataset", "davis"], 2, "--root is required"),
         (["--dataset", "a2d", "--root", str(a2d_root), "--checkpoint", str(tmp_path / "x.pt")], 4, "x.pt"),
         (["--dataset", "a2d", "--root", str(a2d_root), "--predictions", str(a2d_predictions),
-          "--protocol", "coco"], 3, "--protocol"),
+          "--protocol", "coco"], 2, "--protocol"),
     ]
     for args, want_code, want_text in cases:
         code, _, err = run_cli(["eval", *args], capsys)
@@ -118,6 +120,44 @@ def test_bad_inputs_give_one_line_errors(a2d_root, a2d_predictions, tmp_path, ca
         assert code == 3 and "a2d_annotation.txt" in err
     finally:
         (a2d_root / "moved.txt").rename(a2d_root / "a2d_annotation.txt")
+
+
+def test_unusable_output_folder_fails_before_the_model_is_loaded(a2d_root, tmp_path, capsys):
+    afile = tmp_path / "somefile.txt"
+    afile.write_text("x")
+    # the checkpoint does not exist: exit 5 (not 4) shows the output was checked before loading it
+    base = ["eval", "--dataset", "a2d", "--root", str(a2d_root), "--checkpoint", str(tmp_path / "x.pt")]
+    outs = [afile / "sub", afile]
+    if os.name == "posix" and os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        outs.append(locked / "out")
+    for out in outs:
+        code, _, err = run_cli([*base, "-o", str(out)], capsys)
+        assert code == 5 and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1, err
+        assert not (afile.parent / "sub").exists()
+    assert afile.read_text() == "x"
+
+
+def test_write_outputs_renames_the_pair_only_after_both_are_written(a2d_root, a2d_predictions, tmp_path,
+                                                                   monkeypatch):
+    from lbdt_cli import evaluation as ev
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text("old")
+    (out / "samples.csv").write_text("old")
+    result = ev.evaluate_predictions(open_dataset("a2d", a2d_root, "test"), a2d_predictions)
+    monkeypatch.setattr(ev, "samples_csv", lambda result: None)  # writing samples.csv fails
+    with pytest.raises(TypeError):
+        ev.write_outputs(result, out, overwrite=True)
+    assert (out / "metrics.json").read_text() == "old" and (out / "samples.csv").read_text() == "old"
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "samples.csv"]  # no temporary left
+    monkeypatch.undo()
+    ev.write_outputs(result, out, overwrite=True)
+    assert json.loads((out / "metrics.json").read_text())["metrics"]["num_samples"] == 4
+    assert (out / "samples.csv").read_text().startswith("sample_id,")
 
 
 def test_check_lists_dataset(a2d_root, capsys):

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lbdt_cli.errors import InputError, LbdtError
+from lbdt_cli.errors import LbdtError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -102,15 +102,17 @@ def register(app: typer.Typer) -> None:
         from lbdt_cli.utils.atomic import atomic_dir, check_writable_output
 
         if dataset not in DATASETS:
-            raise InputError(f"unknown --dataset {dataset!r} (choose from {', '.join(DATASETS)})")
+            raise LbdtError(f"unknown --dataset {dataset!r} (choose from {', '.join(DATASETS)})")
         if protocol not in ev.PROTOCOLS:
-            raise InputError(f"unknown --protocol {protocol!r} (use {' or '.join(ev.PROTOCOLS)})")
+            raise LbdtError(f"unknown --protocol {protocol!r} (use {' or '.join(ev.PROTOCOLS)})")
+        if root is None and dataset != "shapes":
+            raise LbdtError(f"--root is required for --dataset {dataset}")
         if limit is not None and limit < 1:
-            raise InputError("--limit must be at least 1")
+            raise LbdtError("--limit must be at least 1")
         if batch_size < 1:
-            raise InputError("--batch-size must be at least 1")
+            raise LbdtError("--batch-size must be at least 1")
         if predictions is not None and save_masks is not None:
-            raise InputError("--predictions scores existing masks; it cannot be combined with --save-masks")
+            raise LbdtError("--predictions scores existing masks; it cannot be combined with --save-masks")
         split = split or DEFAULT_SPLITS[dataset]
         kwargs = {"num_clips": num_clips} if dataset == "shapes" and root is None else {}
 
@@ -137,7 +139,7 @@ def register(app: typer.Typer) -> None:
         if predictions is None:
             checkpoint = checkpoint or ev.default_checkpoint(dataset)
             if checkpoint is None:
-                raise InputError("--checkpoint is required (or --predictions DIR to score saved masks)")
+                raise LbdtError("--checkpoint is required (or --predictions DIR to score saved masks)")
             model, embedder = ev.load_model_for_eval(checkpoint, glove)
             if dataset == "shapes":
                 kwargs["interval"] = model.config.interval  # shapes follows the model's look-back

@@ -64,8 +64,8 @@ def read_instances(path: Path) -> list[int]:
     return ids
 
 
-def read_instance_mask(path: Path, instance_id: int) -> np.ndarray:
-    """The mask of `instance_id` in a `<fid>.h5`: first matching index, `reMask` transposed to H×W."""
+def read_instance_masks(path: Path) -> tuple[list[int], np.ndarray]:
+    """(instance ids, reMask as N×W×H) of a `<fid>.h5`: the whole frame, read once for all its instances."""
     import h5py
 
     try:
@@ -76,17 +76,28 @@ def read_instance_mask(path: Path, instance_id: int) -> np.ndarray:
             masks = np.asarray(f["reMask"])
     except OSError as exc:
         raise InputError(f"{path}: not a readable HDF5 file ({exc}); expected an A2D instance annotation") from None
-    if instance_id not in ids:
-        raise InputError(f"{path}: instance {instance_id} not in its instance list {ids}")
     # one instance: reMask is (W, H) with no leading axis
     if masks.ndim == 2:
         masks = masks[None]
     if masks.ndim != 3:
         raise InputError(f"{path}: reMask has shape {masks.shape}, expected (W, H) or (N, W, H)")
+    return ids, masks
+
+
+def pick_instance_mask(path: Path, ids: list[int], masks: np.ndarray, instance_id: int) -> np.ndarray:
+    """The mask of `instance_id` among a frame's (ids, reMask): first matching index, transposed to H×W."""
+    if instance_id not in ids:
+        raise InputError(f"{path}: instance {instance_id} not in its instance list {ids}")
     k = ids.index(instance_id)
     if k >= masks.shape[0]:
         raise InputError(f"{path}: reMask holds {masks.shape[0]} masks, instance index {k} is out of range")
     return masks[k].T > 0  # MATLAB column-major -> H×W
+
+
+def read_instance_mask(path: Path, instance_id: int) -> np.ndarray:
+    """The mask of `instance_id` in a `<fid>.h5`: first matching index, `reMask` transposed to H×W."""
+    ids, masks = read_instance_masks(path)
+    return pick_instance_mask(path, ids, masks, instance_id)
 
 
 class A2DSentences(RvosDataset):
@@ -170,7 +181,10 @@ class A2DSentences(RvosDataset):
 
     def load_gt(self, sample: Sample) -> tuple[np.ndarray, None]:
         path = self.instances_dir / sample.video_id / f"{sample.frame}.h5"
-        return read_instance_mask(require_file(path, "an A2D instance annotation"), int(sample.object_id)), None
+        ids, masks = self.cached_annotation(
+            sample.video_id, sample.frame,
+            lambda: read_instance_masks(require_file(path, "an A2D instance annotation")))
+        return pick_instance_mask(path, ids, masks, int(sample.object_id)), None
 
     def check(self) -> CheckReport:
         notes = [f"frames from {self.clips_dir if self.clips_dir.is_dir() else self.frames_dir}"]

@@ -11,13 +11,14 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import AbstractSet, Any, Callable, Sequence
 
 import numpy as np
 
-from lbdt_cli.errors import InputError
+from lbdt_cli.errors import InputError, LbdtError
 
 DATASETS = ("a2d", "jhmdb", "ytvos", "davis", "shapes")
 
@@ -77,6 +78,9 @@ class RvosDataset:
     davis_metrics = False
     # the protocol's frame-name step between a frame and its previous frame (dataset default)
     default_interval = 1
+    # per-frame annotations kept in memory: samples come expression by expression over a video's frames,
+    # so this should cover the annotated frames of one video (DAVIS ~100, Ref-YTVOS <= 36, A2D ~5)
+    gt_cache_size = 128
 
     def __init__(self, root: str | os.PathLike, split: str) -> None:
         self.root = Path(root)
@@ -97,6 +101,25 @@ class RvosDataset:
     def check(self) -> CheckReport:
         raise NotImplementedError
 
+    def cached_annotation(self, video_id: str, frame: str, load: Callable[[], Any]) -> Any:
+        """`load()` for the annotation of (video, frame), read once and kept in a small LRU cache.
+
+        A frame's annotation file holds every object of the frame, and each expression on that frame is
+        its own sample: the readers decode the file once and pick the object out of the cached value.
+        """
+        cache: OrderedDict | None = getattr(self, "_gt_cache", None)
+        if cache is None:  # subclasses that do not call RvosDataset.__init__ (shapes)
+            cache = self._gt_cache = OrderedDict()
+        key = (video_id, frame)
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        value = load()
+        cache[key] = value
+        while len(cache) > max(self.gt_cache_size, 1):
+            cache.popitem(last=False)
+        return value
+
     def sample_group(self, sample: Sample) -> str | None:
         """A subset name to report separately (shapes: "appearance" / "motion"), or None."""
         return None
@@ -111,19 +134,27 @@ class RvosDataset:
 # --------------------------------------------------------------------------- previous-frame rule
 
 
-def previous_frame(frame: str, interval: int, available: Sequence[str] | None = None, first: int = 1) -> str:
+def previous_frame(frame: str, interval: int, available: Sequence[str] | None = None, first: int = 1,
+                   members: AbstractSet[str] | None = None) -> str:
     """Previous frame name: number(frame) - interval, zero-padded like `frame`, clamped to the first frame.
 
     The first frame is `available[0]` when the video's sorted frame names are given, else number `first`.
     With `available`, a target that is not one of them also falls back to the first frame (the YTVOS rule
-    "fid - 5 if it exists, else the first frame").
+    "fid - 5 if it exists, else the first frame"). `members` is `set(available)` when the caller has it
+    already (calling this for many frames of one video); without it the set is built here.
     """
     width = len(frame)
     if available:
         first_name = available[0]
         name = f"{max(int(frame) - interval, int(first_name)):0{width}d}"
-        return name if name in set(available) else first_name
+        return name if name in (members if members is not None else set(available)) else first_name
     return f"{max(int(frame) - interval, first):0{width}d}"
+
+
+def previous_frames(frames: Sequence[str], interval: int, available: Sequence[str]) -> dict[str, str]:
+    """{frame: previous_frame(frame, interval, available)} for many frames of one video (one set built)."""
+    members = frozenset(available)
+    return {f: previous_frame(f, interval, available, members=members) for f in frames}
 
 
 # --------------------------------------------------------------------------- small readers
@@ -237,7 +268,7 @@ def open_dataset(name: str, root: str | os.PathLike | None, split: str | None = 
     elif name == "shapes":
         from lbdt_cli.data.shapes_folder import ShapesEval as cls
     else:
-        raise InputError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
+        raise LbdtError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
     if root is None and name != "shapes":
-        raise InputError(f"--root is required for --dataset {name}")
+        raise LbdtError(f"--root is required for --dataset {name}")
     return cls(root, split=split, **kwargs) if split else cls(root, **kwargs)

@@ -26,7 +26,7 @@ from lbdt_cli.data.common import (
     RvosDataset,
     Sample,
     frames_from_folder,
-    previous_frame,
+    previous_frames,
     read_index_png,
     read_text,
     require_dir,
@@ -77,12 +77,14 @@ class RefDAVIS(RvosDataset):
         self.num_expressions = 0
         self.annotated_frames = 0
         self._frames: dict[str, list[str]] = {}
+        self._prev: dict[str, dict[str, str]] = {}
         for path in self.annotation_files:
             set_name = path.stem.replace("Davis17_", "")
             for k, (vid, obj, expr) in enumerate(read_davis_expressions(path)):
                 if vid not in split_videos:
                     continue
                 frames = self._frame_names(vid)
+                prev = self._prev[vid]
                 self.num_expressions += 1
                 exp_id = f"{set_name}_{k}"
                 for f in frames:
@@ -90,7 +92,7 @@ class RefDAVIS(RvosDataset):
                         sample_id=f"{vid}/{exp_id}/{f}",
                         video_id=vid,
                         frame=f,
-                        prev_frame=previous_frame(f, self.interval, frames),
+                        prev_frame=prev[f],
                         expression=expr,
                         object_id=obj,
                         expression_id=exp_id,
@@ -107,13 +109,16 @@ class RefDAVIS(RvosDataset):
                 raise InputError(f"{adir}: expected annotation PNGs <frame>.png, found none")
             require_dir(self.images_dir / vid, f"the frames of video {vid}")
             self._frames[vid] = names
+            self._prev[vid] = previous_frames(names, self.interval, names)
         return self._frames[vid]
 
     def load_frames(self, video_id: str, names: Sequence[str]) -> dict[str, np.ndarray]:
         return frames_from_folder(self.images_dir / video_id, names, (".jpg", ".jpeg", ".png"))
 
     def load_gt(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-        png = read_index_png(self.ann_dir / sample.video_id / f"{sample.frame}.png")
+        png = self.cached_annotation(
+            sample.video_id, sample.frame,
+            lambda: read_index_png(self.ann_dir / sample.video_id / f"{sample.frame}.png"))
         return png == int(sample.object_id), png == 255
 
     def check(self) -> CheckReport:

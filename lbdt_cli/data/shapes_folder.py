@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -78,7 +77,6 @@ class ShapesEval(RvosDataset):
                 self._add(clip.clip_id, [(e.text, e.object, e.needs_motion) for e in clip.expressions], num_frames)
             self.source = f"generated: {num_clips} clips from seed {first}, {size}x{size}, {num_frames} frames"
         self.videos = sorted({s.video_id for s in self.samples})
-        self._label_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 
     def _add(self, cid: str, exprs: list[tuple[str, int, bool]], num_frames: int) -> None:
         names = [f"{t:05d}" for t in range(num_frames)]
@@ -110,13 +108,9 @@ class ShapesEval(RvosDataset):
         obj = int(sample.object_id)
         if sample.video_id in self._clips:
             return self._clips[sample.video_id].objects[obj].masks[int(sample.frame)], None
-        key = (sample.video_id, sample.frame)
-        if key not in self._label_cache:
-            path = self.root / self._entries[sample.video_id]["masks"] / f"{sample.frame}.png"
-            self._label_cache[key] = read_index_png(path)
-            if len(self._label_cache) > 64:
-                self._label_cache.popitem(last=False)
-        return self._label_cache[key] == obj + 1, None
+        path = self.root / self._entries[sample.video_id]["masks"] / f"{sample.frame}.png"
+        labels = self.cached_annotation(sample.video_id, sample.frame, lambda: read_index_png(path))
+        return labels == obj + 1, None
 
     def check(self) -> CheckReport:
         exprs = len({(s.video_id, s.expression_id) for s in self.samples})

@@ -25,7 +25,7 @@ from lbdt_cli.data.common import (
     RvosDataset,
     Sample,
     frames_from_folder,
-    previous_frame,
+    previous_frames,
     read_index_png,
     require_dir,
     require_file,
@@ -71,6 +71,7 @@ class ReferYouTubeVOS(RvosDataset):
             if not annotated:
                 raise InputError(f"missing {vdir}/<frame>.png: video {vid} has no annotation PNGs")
             self.annotated_frames += len(annotated)
+            prev = previous_frames(annotated, self.interval, frames)
             for exp_id in sorted(v["expressions"], key=lambda e: (len(e), e)):
                 e = v["expressions"][exp_id]
                 self.num_expressions += 1
@@ -79,7 +80,7 @@ class ReferYouTubeVOS(RvosDataset):
                         sample_id=f"{vid}/{exp_id}/{f}",
                         video_id=vid,
                         frame=f,
-                        prev_frame=previous_frame(f, self.interval, frames),
+                        prev_frame=prev[f],
                         expression=str(e["exp"]).strip(),
                         object_id=str(e["obj_id"]),
                         expression_id=str(exp_id),
@@ -90,7 +91,9 @@ class ReferYouTubeVOS(RvosDataset):
         return frames_from_folder(self.images_dir / video_id, names, (".jpg", ".jpeg", ".png"))
 
     def load_gt(self, sample: Sample) -> tuple[np.ndarray, None]:
-        png = read_index_png(self.ann_dir / sample.video_id / f"{sample.frame}.png")
+        png = self.cached_annotation(
+            sample.video_id, sample.frame,
+            lambda: read_index_png(self.ann_dir / sample.video_id / f"{sample.frame}.png"))
         return png == int(sample.object_id), None
 
     def check(self) -> CheckReport:
