@@ -121,6 +121,30 @@ def test_write_shapes_layout_roundtrip_and_atomicity(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clips"]
 
 
+def test_read_shapes_closes_every_mask_file(tmp_path, monkeypatch):
+    from PIL import Image
+
+    out = tmp_path / "clips"
+    write_shapes(out, 1, seed=5, size=32, frames=3)
+    opened = []
+    real_open = Image.open
+
+    def tracking_open(*a, **k):
+        im = real_open(*a, **k)
+        opened.append(im)
+        return im
+
+    monkeypatch.setattr(Image, "open", tracking_open)
+    closed = []  # with-blocks and close() both count as closing (which one PIL's `with` uses varies)
+    for cls in Image.Image.__subclasses__() + [Image.Image]:
+        for name in ("close", "__exit__"):
+            if name in cls.__dict__:
+                real = cls.__dict__[name]
+                monkeypatch.setattr(cls, name, lambda self, *a, _real=real: (closed.append(self), _real(self, *a))[1])
+    assert len(read_shapes(out)) == 1
+    assert len(opened) == 3 and all(any(im is c for c in closed) for im in opened)
+
+
 def test_make_shapes_cli(tmp_path):
     from typer.testing import CliRunner
 

@@ -119,8 +119,14 @@ def test_ddp_gloo_two_processes(tmp_path):
 
 
 @pytest.mark.parametrize("argv, code, needle", [
-    (["train", "--dataset", "kitti"], 3, "unknown dataset"),
-    (["train", "--dataset", "a2d"], 3, "--root is required"),
+    (["train", "--dataset", "kitti"], 2, "unknown dataset"),
+    (["train", "--dataset", "a2d"], 2, "--root is required"),
+    (["train", "--set", "foo"], 2, "expected FIELD=VALUE"),
+    (["train", "--milestones", "1,x"], 2, "--milestones"),
+    (["train", "--epochs", "0"], 2, "--epochs must be >= 1"),
+    (["train", "--lr", "-1"], 2, "--lr must be > 0"),
+    (["train", "--input-size", "50"], 2, "multiple of 32"),
+    (["train", "--device", "tpu"], 2, "unknown device"),
     (["train", "--dataset", "a2d", "--root", "/nonexistent/a2d"], 3, "does not exist"),
     (["train", "--model", "tiny", "--config", "/nonexistent.json"], 3, "not found"),
 ])
@@ -158,3 +164,50 @@ def test_trains_on_a_release_layout_dataset(tmp_path):
                                "max_steps": 1})
     assert train(cfg)["step"] == 1
     assert [s for s, _ in _losses(tmp_path / "run")] == [1]
+
+
+def test_resume_drops_a_partial_last_metrics_line(tmp_path):
+    train(_cfg(tmp_path, "run", max_steps=1, epoch_samples=4))
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    with open(metrics, "a") as fh:
+        fh.write('{"type": "train", "epoch": 1, "st')  # killed while appending
+    assert train(_cfg(tmp_path, "run", max_steps=2, epoch_samples=4), resume=True)["step"] == 2
+    assert [s for s, _ in _losses(tmp_path / "run")] == [1, 2]
+
+
+def _cli(argv, capsys):
+    from lbdt_cli.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "Traceback" not in err and len(err.splitlines()) == 1, err
+    return exc.value.code, err
+
+
+TINY_ARGV = ["train", "--model", "tiny", "--input-size", "64", "--interval", "2", "--batch-size", "2", "--workers",
+             "0", "--threads", "1", "--shapes-clips", "1", "--shapes-val-clips", "1", "--shapes-size", "64",
+             "--shapes-frames", "4", "--val-samples", "2", "--max-steps", "1"]
+
+
+def test_bad_backbone_weights_fail_before_the_run_folder_is_made(tmp_path, capsys):
+    bad = tmp_path / "resnet.pth"
+    bad.write_text("not a state dict\n")
+    out = tmp_path / "run"
+    code, err = _cli(TINY_ARGV + ["--output", str(out), "--backbone-weights", str(bad)], capsys)
+    assert code == 3 and "is not a torchvision ResNet state dict" in err
+    assert not out.exists()
+    # a state dict of the wrong network: same error, still before the folder exists
+    torch.save({"layer9.weight": torch.zeros(1)}, bad)
+    code, err = _cli(TINY_ARGV + ["--output", str(out), "--backbone-weights", str(bad)], capsys)
+    assert code == 3 and "is not a torchvision ResNet state dict" in err
+    assert not out.exists()
+
+
+def test_existing_export_is_refused_before_training(tmp_path, capsys):
+    export = tmp_path / "w.pt"
+    export.write_bytes(b"keep me")
+    out = tmp_path / "run"
+    code, err = _cli(TINY_ARGV + ["--output", str(out), "--export", str(export)], capsys)
+    assert code == 5 and "exists already" in err
+    assert export.read_bytes() == b"keep me" and not out.exists()

@@ -428,8 +428,11 @@ def read_shapes(root: str | os.PathLike) -> list[ShapesClip]:
     clips = []
     for cid, entry in index["clips"].items():
         frames = decode_mp4(root / entry["video"])
-        label = np.stack([np.array(Image.open(root / entry["masks"] / f"{t:05d}.png"))
-                          for t in range(len(frames))])
+        masks = []
+        for t in range(len(frames)):
+            with Image.open(root / entry["masks"] / f"{t:05d}.png") as im:
+                masks.append(np.array(im))
+        label = np.stack(masks)
         objects = []
         for k, d in enumerate(entry["objects"]):
             ob = ShapeObject(d["colour"], d["shape"], d["size"], d["motion"], d["speed"], tuple(d["start"]))

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from lbdt_cli.errors import CheckpointError, InputError, OutputError
+from lbdt_cli.errors import CheckpointError, InputError, LbdtError, OutputError
 from lbdt_cli.training.config import TrainConfig
 from lbdt_cli.training.data import ResumableSampler, build_datasets, collate, prepare_batch
 from lbdt_cli.training.loss import lbdt_loss
@@ -58,7 +58,7 @@ class Dist:
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         use_cuda = torch.cuda.is_available() and device_pref != "cpu"
         if device_pref.startswith("cuda") and not torch.cuda.is_available():
-            raise InputError(f"--device {device_pref}: no CUDA device is available")
+            raise LbdtError(f"--device {device_pref}: no CUDA device is available")
         if use_cuda:
             self.device = torch.device(device_pref if ":" in device_pref else f"cuda:{self.local_rank}")
             torch.cuda.set_device(self.device)
@@ -113,14 +113,39 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """On resume, drop records a killed run wrote after its last checkpoint."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    keep = []
+    for ln in path.read_text().splitlines():
+        try:
+            rec = json.loads(ln)
+        except ValueError:  # blank, or a partial last line of a run killed while appending
+            continue
+        if isinstance(rec, dict) and rec.get("step", 0) <= step:
+            keep.append(ln)
     path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _read_backbone(path: str) -> dict:
+    """A torchvision ResNet state dict (optionally under "state_dict"); InputError for anything else."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        if not isinstance(state, dict) or not state or not all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+            raise ValueError("not a mapping of parameter names to tensors")
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        # torch.load of a non-checkpoint raises terse errors (KeyError '105'): name what failed.
+        detail = first if type(exc) is ValueError and first else \
+            f"not a readable torch file: {type(exc).__name__}" + (f" {first}" if first else "")
+        raise InputError(f"--backbone-weights {path} is not a torchvision ResNet state dict ({detail})") from None
+    return state
 
 
 # ----------------------------------------------------------------------------------------------- model
 
 
-def _build(cfg: TrainConfig, resume_ckpt: dict | None):
+def _build(cfg: TrainConfig, resume_ckpt: dict | None, backbone: dict | None = None):
     from lbdt_cli.model import build_model
     from lbdt_cli.model.configs import LBDTConfig
 
@@ -144,7 +169,7 @@ def _build(cfg: TrainConfig, resume_ckpt: dict | None):
         base = LBDTConfig.from_dict(init["config"]) if init is not None else cfg.model
         model = build_model(base, **overrides)
     except (ValueError, TypeError) as exc:
-        raise InputError(f"model config: {exc}") from None
+        raise LbdtError(f"model config: {exc}") from None
     if init is not None:
         try:
             model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in init["state_dict"].items()})
@@ -152,14 +177,13 @@ def _build(cfg: TrainConfig, resume_ckpt: dict | None):
             raise InputError(f"--init-from {cfg.init_from}: weights do not fit ({str(exc).splitlines()[0]})") from None
         return model
     if cfg.backbone_weights:
-        state = torch.load(cfg.backbone_weights, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
+        state = backbone if backbone is not None else _read_backbone(cfg.backbone_weights)
         try:
             model.spatial_encoder.load_torchvision_weights(state)
             model.temporal_encoder.load_torchvision_weights(state)
         except (ValueError, RuntimeError) as exc:
-            raise InputError(f"--backbone-weights {cfg.backbone_weights}: {str(exc).splitlines()[0]}") from None
+            raise InputError(f"--backbone-weights {cfg.backbone_weights} is not a torchvision ResNet state dict "
+                             f"({str(exc).splitlines()[0]})") from None
     return model
 
 
@@ -245,22 +269,35 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, conso
             if existing and not overwrite:
                 raise OutputError(f"{out} already holds a training run ({existing[0]}); use --resume to "
                                   "continue it or --overwrite to start over")
-            for f in existing:
-                (out / f).unlink()
-        if ddp.main:
-            out.mkdir(parents=True, exist_ok=True)
-        ddp.barrier()
+        if export and ddp.main:
+            from lbdt_cli.utils.atomic import check_writable_output
+
+            check_writable_output(export, overwrite)
+        # Every input (weights, text, data) is read before the run folder is touched, so a bad one
+        # leaves no half-made run behind.
+        backbone = None
+        if resume_ckpt is None and cfg.backbone_weights and not cfg.init_from:
+            backbone = _read_backbone(cfg.backbone_weights)
 
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
-        model = _build(cfg, resume_ckpt).to(ddp.device)
+        model = _build(cfg, resume_ckpt, backbone).to(ddp.device)
+        del backbone
         mcfg = model.config
         size, interval = mcfg.input_size, mcfg.interval
         words = _Words(model, cfg.glove)
         train_set, val_set = build_datasets(cfg, interval)
         if len(train_set) == 0:
             raise InputError(f"no training samples found for --dataset {cfg.dataset}")
+
+        if ddp.main:
+            if not resume:
+                for f in RUN_FILES:
+                    if (out / f).exists():
+                        (out / f).unlink()
+            out.mkdir(parents=True, exist_ok=True)
+        ddp.barrier()
 
         sampler = ResumableSampler(train_set, ddp.world, ddp.rank, shuffle=True, seed=cfg.seed,
                                    epoch_samples=cfg.epoch_samples)
@@ -288,7 +325,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, conso
         if resume_ckpt is not None:
             ts = resume_ckpt["training_state"]
             if ts.get("world_size", 1) != ddp.world or ts.get("batch_size") != cfg.batch_size:
-                raise InputError(f"--resume: {last_path} was written with {ts.get('world_size')} process(es) x "
+                raise LbdtError(f"--resume: {last_path} was written with {ts.get('world_size')} process(es) x "
                                  f"batch {ts.get('batch_size')}; run with the same to resume exactly")
             optimizer.load_state_dict(ts["optimizer"])
             scheduler.load_state_dict(ts["scheduler"])
