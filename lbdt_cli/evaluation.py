@@ -73,14 +73,10 @@ def paper_reference(dataset: str, config_name: str | None) -> dict[str, dict]:
 
 
 def default_checkpoint(dataset: str) -> Path | None:
-    """The demo checkpoint for `--dataset shapes` when present (cwd, then beside the package)."""
-    if dataset != "shapes":
-        return None
-    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        p = base / "weights" / "lbdt_shapes_demo.pt"
-        if p.is_file():
-            return p
-    return None
+    """The bundled demo checkpoint for `--dataset shapes` (see lbdt_cli.weights)."""
+    from lbdt_cli.weights import default_checkpoint as demo
+
+    return demo() if dataset == "shapes" else None
 
 
 def _accumulator(dataset: RvosDataset, strict: bool) -> MetricAccumulator:

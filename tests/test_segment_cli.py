@@ -142,6 +142,7 @@ def test_argument_split_and_sharding(clips):
         ("glove_missing", 3, "GloVe file not found"),
         ("out_unwritable", 5, "cannot create output folder"),
         ("bad_size", 2, "multiple of 32"),
+        ("bad_stride", 2, "--stride must be >= 1"),
     ],
 )
 def test_bad_inputs_one_line_error(capsys, clips, ckpt, tmp_path, case, code, needle):
@@ -170,6 +171,8 @@ def test_bad_inputs_one_line_error(capsys, clips, ckpt, tmp_path, case, code, ne
         out = tmp_path / "afile" / "out"
     elif case == "bad_size":
         extra = ["--size", "50"]
+    elif case == "bad_stride":
+        extra = ["--stride", "0"]
     before = set(os.listdir(tmp_path))
     got, _, err = run(capsys, "segment", video, *exprs, "--checkpoint", checkpoint, "-o", out, "--format",
                       "h5,png,mask-video,overlay", *extra) if case != "format" else run(

@@ -145,7 +145,7 @@ def test_read_shapes_closes_every_mask_file(tmp_path, monkeypatch):
     assert len(opened) == 3 and all(any(im is c for c in closed) for im in opened)
 
 
-def test_make_shapes_cli(tmp_path):
+def test_make_shapes_cli(tmp_path, run_cli):
     from typer.testing import CliRunner
 
     from lbdt_cli.cli import app
@@ -161,6 +161,8 @@ def test_make_shapes_cli(tmp_path):
     assert res.exit_code != 0
     res = runner.invoke(app, ["make-shapes", str(tmp_path / "x"), "--clips", "0"])
     assert res.exit_code != 0 and not (tmp_path / "x").exists()
+    res = run_cli("make-shapes", tmp_path / "x", "--clips", "0")  # a bad flag: exit 2, one line
+    assert res.code == 2 and res.stderr.strip() == "error: --clips must be at least 1"
 
 
 def test_dataset_model_ready_tensors():

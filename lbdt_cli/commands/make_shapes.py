@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from lbdt_cli.errors import InputError
+from lbdt_cli.errors import LbdtError
 
 console = Console()
 
@@ -31,15 +31,15 @@ def register(app: typer.Typer) -> None:
         from lbdt_cli.data.shapes import write_shapes
 
         if clips < 1:
-            raise InputError("--clips must be at least 1")
+            raise LbdtError("--clips must be at least 1")
         if size < 32:
-            raise InputError("--size must be at least 32")
+            raise LbdtError("--size must be at least 32")
         if frames < 1:
-            raise InputError("--frames must be at least 1")
+            raise LbdtError("--frames must be at least 1")
         if codec not in ("lossless", "compatible"):
-            raise InputError(f"unknown --codec {codec!r} (lossless or compatible)")
+            raise LbdtError(f"unknown --codec {codec!r} (lossless or compatible)")
         if seed < 0:
-            raise InputError("--seed must be >= 0")
+            raise LbdtError("--seed must be >= 0")
 
         with console.status(f"writing {clips} clip(s)...", spinner="dots") if not quiet else _Null():
             index = write_shapes(out_dir, clips, seed=seed, size=size, frames=frames, overwrite=overwrite,

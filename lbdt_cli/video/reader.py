@@ -25,7 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
-from lbdt_cli.errors import InputError
+from lbdt_cli.errors import InputError, LbdtError
 
 __all__ = [
     "Frame",
@@ -285,11 +285,11 @@ class _FFmpegStream:
 
 def _check_range(start: int, end: int | None, stride: int) -> None:
     if start < 0:
-        raise InputError(f"--start must be >= 0, got {start}")
+        raise LbdtError(f"--start must be >= 0, got {start}")
     if end is not None and end <= start:
-        raise InputError(f"--end ({end}) must be greater than --start ({start})")
+        raise LbdtError(f"--end ({end}) must be greater than --start ({start})")
     if stride < 1:
-        raise InputError(f"--stride must be >= 1, got {stride}")
+        raise LbdtError(f"--stride must be >= 1, got {stride}")
 
 
 def iter_frames(
