@@ -31,26 +31,6 @@ def _parse_overrides(items: list[str] | None) -> dict | None:
     return out
 
 
-def _check_flags(*, dataset, device, lr, input_size, at_least_1: dict, at_least_0: dict) -> None:
-    """Pure flag checks (exit 2); files and folders are checked later (exit 3)."""
-    from lbdt_cli.training.config import TRAIN_DATASETS
-
-    if dataset is not None and dataset not in TRAIN_DATASETS:
-        raise LbdtError(f"--dataset: unknown dataset {dataset!r} (choose from {', '.join(TRAIN_DATASETS)})")
-    if device is not None and device not in ("auto", "cpu") and not device.startswith("cuda"):
-        raise LbdtError(f"--device: unknown device {device!r} (auto, cpu, cuda, cuda:N)")
-    for flag, value in at_least_1.items():
-        if value is not None and value < 1:
-            raise LbdtError(f"{flag} must be >= 1, got {value}")
-    for flag, value in at_least_0.items():
-        if value is not None and value < 0:
-            raise LbdtError(f"{flag} must be >= 0, got {value}")
-    if lr is not None and not lr > 0:
-        raise LbdtError(f"--lr must be > 0, got {lr}")
-    if input_size is not None and (input_size < 32 or input_size % 32):
-        raise LbdtError(f"--input-size must be a positive multiple of 32, got {input_size}")
-
-
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
@@ -96,16 +76,7 @@ def register(app: typer.Typer) -> None:
         """Train LBDT: AdamW 1e-4, wd 5e-4, batch 8, 15 epochs, lr halved at 10/12/14, BCE+Dice, seed 3407."""
         from lbdt_cli.training import make_config, read_config_file, train
 
-        _check_flags(dataset=dataset, device=device, lr=lr, input_size=input_size, at_least_1={
-            "--epochs": epochs, "--batch-size": batch_size, "--accumulate": accumulate, "--log-every": log_every,
-            "--interval": interval, "--threads": threads, "--max-steps": max_steps, "--epoch-samples": epoch_samples,
-            "--val-samples": val_samples, "--shapes-clips": shapes_clips, "--shapes-val-clips": shapes_val_clips,
-            "--shapes-frames": shapes_frames, "--shapes-size": shapes_size,
-        }, at_least_0={"--workers": workers, "--save-every": save_every, "--weight-decay": weight_decay})
         file_values = read_config_file(config) if config else None
-        if root is None and (dataset or (file_values or {}).get("dataset") or "shapes") != "shapes" \
-                and not (file_values or {}).get("root"):
-            raise LbdtError(f"--root is required for --dataset {dataset or file_values.get('dataset')}")
         ms = None
         if milestones is not None:
             try:

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lbdt_cli.errors import InputError
+from lbdt_cli.errors import InputError, LbdtError
 
 TRAIN_DATASETS = ("shapes", "a2d", "ytvos", "jhmdb")
 
@@ -88,32 +88,40 @@ def make_config(file_values: dict | None = None, **flags) -> TrainConfig:
     for source in (file_values or {}, {k: v for k, v in flags.items() if v is not None}):
         unknown = sorted(set(source) - known)
         if unknown:
-            raise InputError(f"unknown training setting(s): {', '.join(unknown)}")
+            raise LbdtError(f"unknown training setting(s): {', '.join(unknown)}")
         values.update(source)
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def validate(cfg: TrainConfig) -> None:
+    """Settings (from flags or a config file) that are wrong in themselves exit 2 (LbdtError);
+    missing files and folders exit 3 (InputError)."""
     if cfg.dataset not in TRAIN_DATASETS:
-        raise InputError(f"unknown dataset {cfg.dataset!r} (choose from {', '.join(TRAIN_DATASETS)})")
+        raise LbdtError(f"--dataset: unknown dataset {cfg.dataset!r} (choose from {', '.join(TRAIN_DATASETS)})")
+    if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):
+        raise LbdtError(f"--device: unknown device {cfg.device!r} (auto, cpu, cuda, cuda:N)")
+    for name in ("epochs", "batch_size", "accumulate", "log_every", "shapes_train_clips", "shapes_val_clips",
+                 "shapes_frames", "shapes_size", "interval", "threads", "max_steps", "epoch_samples", "val_samples"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise LbdtError(f"{_flag(name)} must be >= 1, got {value}")
+    for name in ("workers", "save_every", "weight_decay"):
+        if getattr(cfg, name) < 0:
+            raise LbdtError(f"{_flag(name)} must be >= 0, got {getattr(cfg, name)}")
+    if not cfg.lr > 0:
+        raise LbdtError(f"--lr must be > 0, got {cfg.lr}")
+    if cfg.input_size is not None and (cfg.input_size < 32 or cfg.input_size % 32):
+        raise LbdtError(f"--input-size must be a positive multiple of 32, got {cfg.input_size}")
     if cfg.dataset != "shapes" and not cfg.root:
-        raise InputError(f"--root is required for --dataset {cfg.dataset}")
+        raise LbdtError(f"--root is required for --dataset {cfg.dataset}")
     if cfg.root and not Path(cfg.root).is_dir():
         raise InputError(f"dataset folder {cfg.root} does not exist")
-    for name in ("epochs", "batch_size", "accumulate", "log_every", "shapes_train_clips", "shapes_val_clips",
-                 "shapes_frames"):
-        if getattr(cfg, name) < 1:
-            raise InputError(f"{name.replace('_', '-')} must be >= 1")
-    if cfg.lr <= 0:
-        raise InputError("lr must be > 0")
-    if cfg.workers < 0 or cfg.save_every < 0:
-        raise InputError("workers and save-every must be >= 0")
-    if cfg.interval is not None and cfg.interval < 1:
-        raise InputError("interval must be >= 1")
-    if cfg.input_size is not None and (cfg.input_size < 32 or cfg.input_size % 32):
-        raise InputError(f"input size must be a positive multiple of 32, got {cfg.input_size}")
     for name in ("backbone_weights", "glove", "init_from"):
         p = getattr(cfg, name)
         if p is not None and not Path(p).is_file():
