@@ -59,5 +59,5 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]")
+        err_console.print("[bold red]error:[/] interrupted")
         sys.exit(130)

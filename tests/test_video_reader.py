@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from lbdt_cli.errors import InputError
+from lbdt_cli.errors import InputError, LbdtError
 from lbdt_cli.video.reader import count_frames, iter_frames, list_frame_files, probe
 from video_clips import FPS, H, N, W, make_clips
 
@@ -111,5 +111,6 @@ def test_bad_inputs(clips, tmp_path, key, message):
 def test_zero_frames_in_selection(clips):
     with pytest.raises(InputError, match="zero frames"):
         list(iter_frames(clips["mp4"], start=50))
-    with pytest.raises(InputError, match="--end"):
+    with pytest.raises(LbdtError, match="--end") as info:  # a bad flag, not a bad file
         list(iter_frames(clips["mp4"], start=5, end=5))
+    assert info.value.exit_code == 2

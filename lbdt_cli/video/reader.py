@@ -32,7 +32,6 @@ __all__ = [
     "VideoInfo",
     "IMAGE_SUFFIXES",
     "ffmpeg_exe",
-    "is_frame_folder",
     "list_frame_files",
     "probe",
     "iter_frames",
@@ -85,10 +84,6 @@ def ffmpeg_exe() -> str:
 
 def _natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
-
-
-def is_frame_folder(path: str | os.PathLike) -> bool:
-    return Path(path).is_dir()
 
 
 def list_frame_files(folder: str | os.PathLike) -> list[Path]:

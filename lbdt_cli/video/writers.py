@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 from contextlib import ExitStack
@@ -435,7 +434,7 @@ class VideoOutputs:
 
     def __init__(self, final_dir: str | os.PathLike, info: VideoInfo, meta: SegmentMeta, formats: Sequence[str],
                  *, save_probs: bool = False, palette: bool = False, lossless: bool = False,
-                 overwrite: bool = False, audio_codec: str | None = None) -> None:  # fmt: skip
+                 overwrite: bool = False) -> None:  # fmt: skip
         self.final_dir = Path(final_dir)
         self.info, self.meta = info, meta
         self.formats = list(formats)
@@ -535,6 +534,3 @@ class VideoOutputs:
         self._stack.__exit__(exc_type, exc, tb)  # deletes the temporary folder
         return False
 
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
