@@ -317,19 +317,23 @@ def iter_frames(
         stream = _FFmpegStream(info, start)
         try:
             index = start
+            reached_eof = False
             while end is None or index < end:
                 data = stream.read()
                 if data is None:
+                    reached_eof = True
                     break
                 if (index - start) % stride == 0:
                     rgb = np.frombuffer(data, np.uint8).reshape(info.height, info.width, 3)
                     yielded += 1
                     yield Frame(index, index / info.fps, rgb)
                 index += 1
-            if yielded == 0:
+            if reached_eof or yielded == 0:
                 text = stream.error_text()  # waits for ffmpeg to exit
                 if stream.proc.returncode != 0:
-                    raise InputError(f"{info.path}: cannot decode video ({_ffmpeg_error(text)})")
+                    # A failure part-way must not pass for a short clip.
+                    where = f" after frame {index - 1}" if yielded else ""
+                    raise InputError(f"{info.path}: cannot decode video{where} ({_ffmpeg_error(text)})")
         finally:
             stream.close()  # kills ffmpeg when the caller stopped early
     if yielded == 0:
