@@ -172,6 +172,14 @@ class H5Writer:
 
         E, H, W = len(meta.expressions), info.height, info.width
         self.f = h5py.File(path, "w")
+        try:
+            self._create(h5py, E, H, W, info, meta, save_probs)
+        except BaseException:
+            self.abort()
+            raise
+        self.t = 0
+
+    def _create(self, h5py, E, H, W, info: VideoInfo, meta: SegmentMeta, save_probs: bool) -> None:
         kw = dict(chunks=(1, 1, H, W), compression="gzip", compression_opts=4, shuffle=True)
         self.masks = self.f.create_dataset("masks", (E, 0, H, W), maxshape=(E, None, H, W), dtype="u1", **kw)
         self.probs = (
@@ -186,7 +194,6 @@ class H5Writer:
             input_size=meta.input_size, checkpoint=meta.checkpoint, source=meta.source, stride=meta.stride,
             masks_axes="expression, frame, height, width",
         )  # fmt: skip
-        self.t = 0
 
     def write(self, frame: Frame, probs: np.ndarray, masks: np.ndarray) -> None:
         t = self.t
@@ -262,11 +269,16 @@ class MaskVideoWriter:
 
     def __init__(self, root: Path, info: VideoInfo, meta: SegmentMeta, lossless: bool = False) -> None:
         self.writers = []
-        for e in range(len(meta.expressions)):
-            d = root / expr_dir_name(e)
-            d.mkdir(parents=True, exist_ok=True)
-            args = _h264_args(info.width, info.height, lossless)
-            self.writers.append(_FFmpegWriter(d / "mask.mp4", info.width, info.height, _out_fps(info, meta), "gray", args))
+        try:
+            for e in range(len(meta.expressions)):
+                d = root / expr_dir_name(e)
+                d.mkdir(parents=True, exist_ok=True)
+                args = _h264_args(info.width, info.height, lossless)
+                self.writers.append(
+                    _FFmpegWriter(d / "mask.mp4", info.width, info.height, _out_fps(info, meta), "gray", args))
+        except BaseException:
+            self.abort()  # stop the ffmpeg processes already started
+            raise
 
     def write(self, frame: Frame, probs: np.ndarray, masks: np.ndarray) -> None:
         for w, m in zip(self.writers, masks):
