@@ -232,7 +232,8 @@ class _FFmpegStream:
     def __init__(self, info: VideoInfo, start: int) -> None:
         import ffmpeg  # ffmpeg-python builds the command line
 
-        stream = ffmpeg.input(info.path)["v:0"]  # first video stream; autorotate is ffmpeg's default
+        # One decoder thread: the model needs the cores, and decoding is never the bottleneck here.
+        stream = ffmpeg.input(info.path, threads=1)["v:0"]  # first video stream; autorotate is the default
         if start > 0:  # drop frames before the selection ahead of the rgb conversion
             stream = stream.filter("select", f"gte(n,{start})")
         out = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")

@@ -117,7 +117,9 @@ class _FFmpegWriter:
         cmd = [
             ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", pix_fmt_in, "-s", f"{width}x{height}", "-r", f"{fps:.6g}", "-i", "pipe:0",
-            *(extra_inputs or []), *(maps or []), *codec_args, str(path),
+            *(extra_inputs or []), *(maps or []), *codec_args,
+            "-threads", "1",  # encoding runs beside the model; leave it the cores
+            str(path),
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log)
 
