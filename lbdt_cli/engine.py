@@ -197,24 +197,27 @@ class Predictor:
 
     @torch.inference_mode()
     def _forward(self, images: torch.Tensor, prevs: torch.Tensor, text, text_index: torch.Tensor,
-                 return_attention: bool = False):  # fmt: skip
-        """images, prevs: normalised [B,3,S,S]; one expression index per row. Logits float32 [B,1,S,S]."""
+                 return_attention: bool = False, expressions_per_frame: int = 1):  # fmt: skip
+        """images, prevs: normalised [B,3,S,S]; `text_index` picks E = `expressions_per_frame`
+        expressions per frame (frame-major). Logits float32 [B·E,1,S,S]."""
         images = images.contiguous(memory_format=self.memory_format)
         prevs = prevs.contiguous(memory_format=self.memory_format)
         diff = frame_difference(images, prevs)
         with self._autocast():
-            logits, attn = self.model.forward_with_text(images, diff, text.index(text_index), return_attention)
+            logits, attn = self.model.forward_with_text(images, diff, text.index(text_index), return_attention,
+                                                        expressions_per_frame)
         return logits.float(), attn
 
     @torch.inference_mode()
     def _run_batch(self, batch: list, text, num_expr: int, attention_frames: set[int] | None):
         """batch: [(frame, x_t, x_prev, prev_rgb or None)] -> list[FramePrediction]."""
         n = len(batch)
-        images = torch.stack([b[1] for b in batch]).repeat_interleave(num_expr, dim=0)
-        prevs = torch.stack([b[2] for b in batch]).repeat_interleave(num_expr, dim=0)
-        text_index = torch.arange(num_expr, device=self.device).repeat(n)
+        images = torch.stack([b[1] for b in batch])
+        prevs = torch.stack([b[2] for b in batch])
+        text_index = torch.arange(num_expr, device=self.device).repeat(n)  # frame-major rows
         want_attn = bool(attention_frames) and any(b[0].index in attention_frames for b in batch)
-        logits, attn = self._forward(images, prevs, text, text_index, want_attn)
+        # The sentence-independent layers run once per frame, not once per (frame, expression).
+        logits, attn = self._forward(images, prevs, text, text_index, want_attn, num_expr)
         out = []
         for i, (frame, _, _, prev_rgb) in enumerate(batch):
             h, w = frame.rgb.shape[:2]

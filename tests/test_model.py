@@ -214,3 +214,21 @@ def test_a_pickle_that_runs_code_is_refused_without_running_it(tmp_path):
     with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
         load_checkpoint(path)
     assert not marker.exists()
+
+
+def test_frame_shared_layers_give_the_same_logits_as_repeating_each_frame():
+    torch.manual_seed(0)
+    model = build_model("tiny").eval()
+    image, diff = torch.randn(3, 3, 64, 64), torch.randn(3, 3, 64, 64).abs()
+    ids = torch.randint(1, 20, (2, 25))
+    mask = torch.zeros(2, 25)
+    mask[0, :3], mask[1, :6] = 1, 1
+    with torch.no_grad():
+        text = model.encode_text(model.embed_words(ids), mask).index([0, 1] * 3)
+        shared, _ = model.forward_with_text(image, diff, text, expressions_per_frame=2)
+        repeated, _ = model.forward_with_text(image.repeat_interleave(2, 0), diff.repeat_interleave(2, 0), text)
+    assert shared.shape == (6, 1, 64, 64)
+    assert torch.allclose(shared, repeated, atol=1e-6)
+    assert (shared[0] - shared[1]).abs().max() > 1e-4  # the two expressions do differ
+    with pytest.raises(ValueError, match="need 6 text rows"):
+        model.forward_with_text(image, diff, text.index([0, 1, 0]), expressions_per_frame=2)

@@ -46,7 +46,8 @@ class DiffProbe(nn.Module):
         return TextFeatures(torch.arange(e, dtype=torch.float32)[:, None, None].expand(e, 1, 1), torch.zeros(e, 1),
                             torch.zeros(e, 1, dtype=torch.bool))
 
-    def forward_with_text(self, image, diff, text, return_attention=False):
+    def forward_with_text(self, image, diff, text, return_attention=False, expressions_per_frame=1):
+        diff = diff.repeat_interleave(expressions_per_frame, dim=0)  # frame-major, like LBDT
         v = diff.mean(dim=(1, 2, 3)) + 2 * text.words[:, 0, 0]
         return v[:, None, None, None].expand(-1, 1, *image.shape[-2:]) + self.w, None
 

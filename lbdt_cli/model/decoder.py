@@ -66,16 +66,24 @@ class Decoder(nn.Module):
         self.head = nn.Sequential(*[conv3x3_bn_relu(dim, dim) for _ in range(head_depth)], nn.Conv2d(dim, 1, 1))
 
     @staticmethod
-    def _merge(refine: nn.ModuleList, feats: list[torch.Tensor]) -> torch.Tensor:
-        out = refine[0](feats[0])
+    def _merge(refine: nn.ModuleList, feats: list[torch.Tensor], batch: int) -> torch.Tensor:
+        """Sum of the refined stages at 1/4 scale. A stage computed once per frame (batch smaller
+        than `batch`, the number of (frame, expression) rows) is repeated after refining."""
+
+        def refined(block, feat):
+            out = block(feat)
+            return out if out.shape[0] == batch else out.repeat_interleave(batch // out.shape[0], dim=0)
+
+        out = refined(refine[0], feats[0])
         for block, feat in zip(refine[1:], feats[1:]):
-            out = out + aligned_bilinear(block(feat), out.shape[-1] // feat.shape[-1])
+            out = out + aligned_bilinear(refined(block, feat), out.shape[-1] // feat.shape[-1])
         return out
 
     def forward(self, spatial_feats, temporal_feats, sentence: torch.Tensor) -> torch.Tensor:
+        batch = sentence.shape[0]
         fused = self.bca(
-            self._merge(self.refine_spatial, spatial_feats),
-            self._merge(self.refine_temporal, temporal_feats),
+            self._merge(self.refine_spatial, spatial_feats, batch),
+            self._merge(self.refine_temporal, temporal_feats, batch),
             sentence,
         )
         return aligned_bilinear(self.head(fused), 4)

@@ -58,19 +58,31 @@ class LBDT(nn.Module):
         return TextFeatures(words, words.sum(dim=1), ~word_mask.bool())
 
     def forward_with_text(self, image: torch.Tensor, frame_diff: torch.Tensor, text: TextFeatures,
-                          return_attention: bool = False):
-        """Mask logits [B,1,H,W] for frames whose expressions are already encoded (text batch = B)."""
+                          return_attention: bool = False, expressions_per_frame: int = 1):
+        """Mask logits [B·E,1,H,W] for frames whose expressions are already encoded.
+
+        With E = `expressions_per_frame`, `image` and `frame_diff` hold B frames and `text` holds
+        B·E rows, frame-major (frame i's expressions are rows i·E … i·E+E−1). Everything before
+        the first transfer stage does not see the sentence, so it runs once per frame.
+        """
         h, w = image.shape[-2:]
         if h % 32 or w % 32:
             raise ValueError(f"input height and width must be multiples of 32, got {h}x{w}")
+        e = expressions_per_frame
+        if text.words.shape[0] != image.shape[0] * e:
+            raise ValueError(f"{image.shape[0]} frames x {e} expressions need {image.shape[0] * e} text rows, "
+                             f"got {text.words.shape[0]}")
         enc_s, enc_t = self.spatial_encoder, self.temporal_encoder
         s2 = enc_s.layer1(enc_s.stem(image))
         t2 = enc_t.layer1(enc_t.stem(frame_diff))
         s3, t3 = enc_s.layer2(s2), enc_t.layer2(t2)
-        s4, t4, attn4 = self.transfer["stage4"](enc_s.layer3(s3), enc_t.layer3(t3), text.words, text.padding,
-                                                 return_attention)
+        s4, t4 = enc_s.layer3(s3), enc_t.layer3(t3)
+        if e > 1:
+            s4, t4 = s4.repeat_interleave(e, dim=0), t4.repeat_interleave(e, dim=0)
+        s4, t4, attn4 = self.transfer["stage4"](s4, t4, text.words, text.padding, return_attention)
         s5, t5, attn5 = self.transfer["stage5"](enc_s.layer4(s4), enc_t.layer4(t4), text.words, text.padding,
                                                  return_attention)
+        # The decoder repeats the shared stage-2/3 maps after refining them (refine is per sample).
         logits = self.decoder([s2, s3, s4, s5], [t2, t3, t4, t5], text.sentence)
         attention = {"stage4": attn4, "stage5": attn5} if return_attention else None
         return logits, attention
