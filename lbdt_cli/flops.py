@@ -117,9 +117,10 @@ def count_cost(model, frames: int = 2, size: int = 320) -> CostReport:
     other = total / 1e9 - sum(by_group.values())
     if abs(other) > 1e-6:
         by_group["other"] = other
-    by_op = {str(op).split(".")[-1] if str(op).count(".") else str(op): 0.0 for op in counts["Global"]}
+    by_op: dict[str, float] = {}
     for op, n in counts["Global"].items():
-        by_op[str(op).split(".")[-1] if str(op).count(".") else str(op)] += n / 2e9
+        name = str(op).split(".")[-1]  # "aten.convolution" -> "convolution"
+        by_op[name] = by_op.get(name, 0.0) + n / 2e9
     params, params_by_group = count_params(model)
     return CostReport(model.config.name, frames, size, total / 1e9, params, params_by_group, by_group, by_op)
 

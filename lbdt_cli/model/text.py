@@ -171,16 +171,21 @@ class TextEmbedder:
             glove = GloveVectors.from_file(glove_path, cache_dir)
         return cls(model, glove)
 
-    def token_ids(self, sentences: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[SentenceReport]]:
-        """Learned-embedding configs: ids [E, N] (0 = padding or unknown) and mask [E, N]."""
-        ids, masks, reports = [], [], []
+    def _tokenize(self, sentences: list[str], vocabulary) -> tuple[list[Tokens], torch.Tensor, list[SentenceReport]]:
+        """Tokens, mask [E, N] and reports; `vocabulary` answers `word in vocabulary`."""
+        toks, reports = [], []
         for s in sentences:
             tok = tokenize(s, self.config.max_words)
-            ids.append([self.stoi.get(t, 0) if m else 0 for t, m in zip(tok.tokens, tok.mask)])
-            masks.append(tok.mask)
-            unknown = [t for t in tok.real_tokens if is_wordlike(t) and t not in self.stoi]
+            unknown = [t for t in tok.real_tokens if is_wordlike(t) and t not in vocabulary]
+            toks.append(tok)
             reports.append(SentenceReport(s, tok.real_tokens, unknown, tok.truncated, tok.num_tokens))
-        return torch.tensor(ids, dtype=torch.long), torch.tensor(masks, dtype=torch.float32), reports
+        return toks, torch.tensor([t.mask for t in toks], dtype=torch.float32), reports
+
+    def token_ids(self, sentences: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[SentenceReport]]:
+        """Learned-embedding configs: ids [E, N] (0 = padding or unknown) and mask [E, N]."""
+        toks, mask, reports = self._tokenize(sentences, self.stoi)
+        ids = [[self.stoi.get(t, 0) if m else 0 for t, m in zip(tok.tokens, tok.mask)] for tok in toks]
+        return torch.tensor(ids, dtype=torch.long), mask, reports
 
     def embed(self, sentences: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[SentenceReport]]:
         if self.config.word_embedding != "glove":
@@ -189,14 +194,8 @@ class TextEmbedder:
                 param = next(self.model.parameters())
                 vectors = self.model.embed_words(ids.to(param.device)).float().cpu()
             return vectors, mask, reports
-        vecs, masks, reports = [], [], []
-        for s in sentences:
-            tok = tokenize(s, self.config.max_words)
-            vecs.append(self.glove.lookup(tok.tokens))
-            masks.append(tok.mask)
-            unknown = [t for t in tok.real_tokens if is_wordlike(t) and t not in self.glove]
-            reports.append(SentenceReport(s, tok.real_tokens, unknown, tok.truncated, tok.num_tokens))
-        return torch.from_numpy(np.stack(vecs)), torch.tensor(masks, dtype=torch.float32), reports
+        toks, mask, reports = self._tokenize(sentences, self.glove)
+        return torch.from_numpy(np.stack([self.glove.lookup(t.tokens) for t in toks])), mask, reports
 
 
 class LSTMTextEncoder(nn.Module):
