@@ -495,7 +495,9 @@ class ShapesDataset:
         clip = self.clips[ci]
         expr = clip.expressions[ei]
         frame, masks = self._frame(clip, t)
-        prev, _ = self._frame(clip, max(t - self.interval, 0))
+        from lbdt_cli.model.preprocess import previous_frame_index
+
+        prev, _ = self._frame(clip, previous_frame_index(t, self.interval))
         item = {
             "frame": frame, "prev_frame": prev, "mask": masks[expr.object], "text": expr.text,
             "clip": ci, "t": t, "needs_motion": expr.needs_motion, "kind": expr.kind,

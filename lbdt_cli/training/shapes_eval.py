@@ -21,7 +21,7 @@ import torch.nn.functional as F
 def evaluate_shapes(model, num_clips: int = 50, split: str = "test", size: int = 128, num_frames: int = 24,
                     interval: int | None = None, clips=None) -> dict:
     from lbdt_cli.data.shapes import generate_clip, split_seeds
-    from lbdt_cli.model.preprocess import frame_difference, normalize_frames
+    from lbdt_cli.model.preprocess import frame_difference, normalize_frames, previous_frame_index
     from lbdt_cli.model.text import TextEmbedder
 
     model.eval()
@@ -36,7 +36,7 @@ def evaluate_shapes(model, num_clips: int = 50, split: str = "test", size: int =
         frames = torch.from_numpy(clip.frames)
         T = frames.shape[0]
         x = normalize_frames(frames, s)
-        prev = x[[max(t - interval, 0) for t in range(T)]]
+        prev = x[[previous_frame_index(t, interval) for t in range(T)]]
         diff = frame_difference(x, prev)
         wv, wm, _ = embedder.embed([e.text for e in clip.expressions])
         text = model.encode_text(wv, wm)

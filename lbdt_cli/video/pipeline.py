@@ -291,6 +291,7 @@ class Segmenter:
 
             say("naive per-frame loop")
             from lbdt_cli.model import load_checkpoint
+            from lbdt_cli.model.preprocess import previous_frame_index
 
             naive_model = load_checkpoint(self.checkpoint, map_location="cpu")  # the model as built
             naive_pred = Predictor(naive_model, pred.device, "fp32", 1, pred.input_size, pred.interval,
@@ -301,7 +302,7 @@ class Segmenter:
                 prev_of: dict[int, np.ndarray] = {}
                 for frame in iter_frames(job.source, start, end, 1, info=job.info):
                     prev_of[frame.index] = frame.rgb
-                    prev_idx = max(frame.index - pred.interval, start)
+                    prev_idx = previous_frame_index(frame.index, pred.interval, start)
                     for k in [k for k in prev_of if k < frame.index - pred.interval]:
                         del prev_of[k]
                     if select is not None and not select(frame):
