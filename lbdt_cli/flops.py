@@ -125,6 +125,19 @@ def count_cost(model, frames: int = 2, size: int = 320) -> CostReport:
     return CostReport(model.config.name, frames, size, total / 1e9, params, params_by_group, by_group, by_op)
 
 
+def frame_gflop(model, size: int, expressions: int = 1) -> float:
+    """GFLOP (2 per multiply-add) of the per-frame work when segmenting a video: one frame pair
+    with `expressions` expressions, the text side encoded beforehand (as the engine runs it)."""
+    model = model.eval()
+    image, diff, words, mask = example_inputs(model, 1, size)
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_OPS)
+    with torch.no_grad():
+        text = model.encode_text(words.expand(expressions, -1, -1), mask.expand(expressions, -1))
+        with counter:
+            model.forward_with_text(image, diff, text, expressions_per_frame=expressions)
+    return counter.get_total_flops() / 1e9
+
+
 @dataclass
 class SpeedResult:
     label: str
@@ -152,6 +165,25 @@ def _median_time(fn, device, warmup: int, repeats: int) -> float:
         _sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def peak_rate(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
+    """GFLOP/s (2 per multiply-add) of the faster of two large dense kernels on `device`: a square
+    matmul and a ResNet-sized 3×3 convolution (channels-last). A practical ceiling for a
+    compute-bound forward pass, measured in the same process rather than taken from a data sheet."""
+    from lbdt_cli.engine import resolve_device
+
+    dev = resolve_device(str(device))
+    gpu = dev.type == "cuda"
+    n, batch = (8192, 64) if gpu else (2048, 8)
+    with torch.inference_mode():
+        a = torch.randn(n, n, device=dev, dtype=dtype)
+        mm = 2 * n**3 / _median_time(lambda: torch.mm(a, a), dev, warmup=2, repeats=repeats)
+        x = torch.randn(batch, 256, 40, 40, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(256, 256, 3, 3, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        conv = 2 * x.numel() * 256 * 9 / _median_time(lambda: torch.nn.functional.conv2d(x, w, padding=1), dev,
+                                                        warmup=2, repeats=repeats)
+    return max(mm, conv) / 1e9
 
 
 def measure_speed(model, size: int, device: str = "auto", batch_sizes=(1, 4), precision: str = "fp32",

@@ -44,6 +44,9 @@ def test_cli_json_reports_gflops_params_and_speed(run_cli):
     assert result["gflops"] == pytest.approx(count_cost(build_model("tiny"), 2, 64).gmacs, rel=1e-3)
     assert [r["batch"] for r in result["speed"]] == [1, 2]
     assert result["speed"][0]["setting"].startswith("baseline") and result["speed"][0]["fps"] > 0
+    assert result["peak_gflops"] > 0
+    for r in result["speed"]:  # GFLOP/s = frames/s x the counted cost of one pair
+        assert r["gflops"] == pytest.approx(r["fps"] * 2 * result["gflops"], rel=2e-2, abs=0.1)
 
 
 def test_cli_checkpoint_and_bad_input(tmp_path, run_cli):
@@ -57,3 +60,12 @@ def test_cli_checkpoint_and_bad_input(tmp_path, run_cli):
                          (["--model", "tiny", "--speed", "--device", "foo"], "unknown --device")]:
         out = run_cli("benchmark-flops", *args)
         assert out.code != 0 and needle in out.stderr and "Traceback" not in out.stderr
+
+
+def test_frame_gflop_counts_shared_layers_once():
+    from lbdt_cli.flops import count_cost, frame_gflop
+
+    m = build_model("tiny")
+    one, two = frame_gflop(m, 64, 1), frame_gflop(m, 64, 2)
+    assert abs(one - 2 * count_cost(m, 2, 64).gmacs) < 1e-9 * one  # same count, engine-style call
+    assert one < two < 2 * one  # the second expression reuses the sentence-independent layers

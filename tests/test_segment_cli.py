@@ -184,14 +184,27 @@ def test_bad_inputs_one_line_error(capsys, clips, ckpt, tmp_path, case, code, ne
 
 def test_benchmark_reports(capsys, clips, ckpt, tmp_path):
     code, stdout, err = run(capsys, "segment", clips["mp4"], "a circle", "--checkpoint", ckpt, "--benchmark",
-                            "--json", "--end", "6", "-o", tmp_path / "o")
+                            "--benchmark-rounds", "2", "--json", "--end", "6", "-o", tmp_path / "o")
     assert code == 0, err
     r = json.loads(stdout)
-    assert r["frames"] == 6
+    assert r["frames"] == 6 and r["rounds"] == 2
     for k in ("end_to_end_fps", "model_only_fps", "naive_fps", "speedup_vs_naive", "pipeline_overhead"):
         assert r[k] == r[k]  # a number, not NaN
     assert r["end_to_end_fps"] > 0 and r["naive_fps"] > 0
+    assert all(len(v) == 2 for v in r["samples_s"].values())
+    for k in ("end_to_end", "model_only", "naive"):  # medians of the rounds
+        assert abs(r[f"{k}_s"] - sum(r["samples_s"][k]) / 2) < 2e-3
+    # the ceiling: the model's per-frame cost and the device's peak, both measured in this run
+    assert r["gflop_per_frame"] > 0 and r["peak_gflops"] > 0
+    assert abs(r["fps_at_peak"] - r["peak_gflops"] / r["gflop_per_frame"]) < 1e-6 * r["fps_at_peak"]
+    assert abs(r["model_only_gflops"] - r["model_only_fps"] * r["gflop_per_frame"]) < 1e-6 * r["model_only_gflops"]
     assert not (tmp_path / "o").exists()  # the benchmark writes nothing
+
+
+def test_benchmark_rounds_must_be_positive(capsys, clips, ckpt, tmp_path):
+    code, stdout, err = run(capsys, "segment", clips["mp4"], "a circle", "--checkpoint", ckpt, "--benchmark",
+                            "--benchmark-rounds", "0", "-o", tmp_path / "o")
+    assert_one_line_error(code, err, 2, "--benchmark-rounds")
 
 
 def test_interrupt_leaves_nothing(capsys, clips, ckpt, tmp_path, monkeypatch):

@@ -34,7 +34,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     ) -> None:
         """FLOPs (multiply-adds, fvcore's convention), parameters and measured speed."""
-        from lbdt_cli.flops import count_cost, measure_speed
+        import torch
+
+        from lbdt_cli.flops import count_cost, measure_speed, peak_rate
         from lbdt_cli.model import build_model, list_configs, load_checkpoint
 
         if (model is None) == (checkpoint is None):
@@ -66,8 +68,12 @@ def register(app: typer.Typer) -> None:
             speed_rows = measure_speed(net, size, device, sizes, precision, channels_last, compile,
                                        fold_bn=fold_bn, repeats=repeats)
             base = speed_rows[0].fps
+            gflop_per_pair = 2 * report.gmacs / (frames // 2)
+            peak = peak_rate(device, {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision])
+            result["peak_gflops"] = round(peak, 1)
             result["speed"] = [{"setting": r.label, "batch": r.batch, "fps": round(r.fps, 3),
-                                "ms_per_frame": round(1000 / r.fps, 2), "speedup_vs_baseline": round(r.fps / base, 3)}
+                                "ms_per_frame": round(1000 / r.fps, 2), "speedup_vs_baseline": round(r.fps / base, 3),
+                                "gflops": round(r.fps * gflop_per_pair, 1)}
                                for r in speed_rows]
             from lbdt_cli.engine import resolve_device
 
@@ -92,10 +98,14 @@ def register(app: typer.Typer) -> None:
             console.print(f"measured / paper GFLOPs: {report.gmacs / ref['gflops']:.4f}")
         if speed_rows:
             st = Table(title=f"forward speed on {device} (median of {repeats})")
-            for col in ("setting", "frames/s", "ms/frame", "vs baseline"):
+            for col in ("setting", "frames/s", "ms/frame", "vs baseline", "GFLOP/s", "of peak"):
                 st.add_column(col, justify="left" if col == "setting" else "right")
             for r in speed_rows:
-                st.add_row(r.label, f"{r.fps:.2f}", f"{1000 / r.fps:.1f}", f"{r.fps / speed_rows[0].fps:.2f}×")
+                rate = r.fps * gflop_per_pair
+                st.add_row(r.label, f"{r.fps:.2f}", f"{1000 / r.fps:.1f}", f"{r.fps / speed_rows[0].fps:.2f}×",
+                           f"{rate:.0f}", f"{100 * rate / peak:.0f}%")
             console.print(st)
+            console.print(f"peak: {peak:.0f} GFLOP/s ({precision}), the faster of a large matmul and a ResNet-sized "
+                          f"3×3 convolution on {device}, measured in this run", highlight=False)
             if ref:
                 console.print(f"paper: {ref['fps_1080ti']} frames/s on a GTX 1080Ti (batch 1)")

@@ -85,6 +85,8 @@ def register(app: typer.Typer) -> None:
             help="Comma list of frame numbers: save per-word attention maps (frame and difference)."),
         benchmark: bool = typer.Option(False, "--benchmark", help="Time end-to-end, model-only and a naive "
             "per-frame loop on the first clip; writes nothing."),
+        benchmark_rounds: int = typer.Option(1, "--benchmark-rounds", help="With --benchmark: repeat the "
+            "three runs this many times, taking turns going first, and report medians."),
     ) -> None:  # fmt: skip
         """Segment the object each expression describes in every frame of each clip.
 
@@ -102,6 +104,8 @@ def register(app: typer.Typer) -> None:
 
         # Cheap checks first, so a typo fails before the model loads.
         fmt = parse_formats(formats)
+        if benchmark_rounds < 1:
+            raise LbdtError(f"--benchmark-rounds must be >= 1, got {benchmark_rounds}")
         frame_list = _parse_frame_list(attention_maps)
         inputs, expressions = split_inputs_and_expressions(args, expression or ())
         expressions = check_expressions(expressions)
@@ -137,7 +141,7 @@ def register(app: typer.Typer) -> None:
         if benchmark:
             if not jobs:
                 return
-            result = seg.benchmark(jobs[0], fmt, start=start, end=end, stride=stride,
+            result = seg.benchmark(jobs[0], fmt, start=start, end=end, stride=stride, rounds=benchmark_rounds,
                                    progress=(lambda m: err_console.print(f"[dim]benchmark: {m}[/]")) if show else None)
             _print_benchmark(result, as_json, quiet)
             return
@@ -197,8 +201,9 @@ def _print_benchmark(r: dict, as_json: bool, quiet: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(r, indent=1) + "\n")
         return
+    rounds = f", median of {r['rounds']} rounds" if r["rounds"] > 1 else ""
     table = Table(title=f"{r['source']}: {r['frames']} frames x {r['expressions']} expression(s), {r['model']} "
-                        f"@ {r['input_size']}, {r['device']}", title_justify="left")  # fmt: skip
+                        f"@ {r['input_size']}, {r['device']}{rounds}", title_justify="left")  # fmt: skip
     table.add_column("run")
     table.add_column("fps", justify="right")
     table.add_column("s/frame", justify="right")
@@ -216,6 +221,11 @@ def _print_benchmark(r: dict, as_json: bool, quiet: bool) -> None:
         console.print(f"pipeline cost over model-only: {100 * r['pipeline_overhead']:+.1f}%   "
                       f"end-to-end speed-up over naive: {r['speedup_vs_naive']:.2f}x   "
                       f"peak RSS {r['peak_rss_mb']:.0f} MiB", highlight=False)  # fmt: skip
+        console.print(f"model compute: {r['gflop_per_frame']:.1f} GFLOP/frame; model-only ran at "
+                      f"{r['model_only_gflops']:.0f} GFLOP/s = {100 * r['model_only_gflops'] / r['peak_gflops']:.0f}% "
+                      f"of this device's dense-kernel peak ({r['peak_gflops']:.0f} GFLOP/s, measured now); "
+                      f"at that peak the model alone would give {r['fps_at_peak']:.2f} fps = "
+                      f"{r['fps_at_peak'] / naive:.2f}x naive", highlight=False)  # fmt: skip
 
 
 class _Null:

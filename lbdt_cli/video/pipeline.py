@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
 from lbdt_cli.weights import default_checkpoint  # noqa: F401  (re-exported for the segment command)
 from lbdt_cli.errors import InputError, LbdtError
@@ -257,73 +258,114 @@ class Segmenter:
     # ------------------------------------------------------------------ benchmark
 
     def benchmark(self, job: VideoJob, formats: Sequence[str], *, start: int = 0, end: int | None = None,
-                  stride: int = 1, progress: Callable[[str], None] | None = None) -> dict:  # fmt: skip
+                  stride: int = 1, rounds: int = 1, progress: Callable[[str], None] | None = None) -> dict:  # fmt: skip
         """End-to-end, model-only and naive per-frame loop fps on the same clip. Reports, never asserts.
 
         - end-to-end: the real pipeline (threads, batching, writers into a temporary folder).
         - model-only: the same batches on frames decoded beforehand (preprocess + model + upsample).
         - naive: one frame and one expression at a time, fp32, batch 1, the model's default memory
           layout, decode/model/write in turn.
-        """
-        from lbdt_cli.engine import Predictor
 
+        With several `rounds` the three runs take turns going first (a shared machine's speed
+        drifts) and each run's median time is reported.
+        """
+        import statistics
+
+        from lbdt_cli.engine import Predictor
+        from lbdt_cli.model import load_checkpoint
+        from lbdt_cli.model.preprocess import previous_frame_index
+
+        if rounds < 1:
+            raise LbdtError(f"--benchmark-rounds must be >= 1, got {rounds}")
         say = progress or (lambda _m: None)
         pred = self.predictor
         select = (lambda f: (f.index - start) % stride == 0) if stride > 1 else None
+        naive_model = load_checkpoint(self.checkpoint, map_location="cpu")  # the model as built
+        naive_pred = Predictor(naive_model, pred.device, "fp32", 1, pred.input_size, pred.interval,
+                               channels_last=False, fold_batchnorm=False)
+        meta = self._meta(job, start, end, stride)
         with tempfile.TemporaryDirectory(prefix="lbdt-bench-") as tmp:
             say("warm-up")
             frames = list(iter_frames(job.source, start, end, 1, info=job.info))
             for _ in pred.predict_stream(frames[: min(len(frames), 2)], self.text):
                 pass
+            naive_pred.predict_pairs([frames[0].rgb], [frames[0].rgb], [0], self.text)
+            counts: dict[str, int] = {}
+            summaries: list[dict] = []
+            samples: dict[str, list[float]] = {"end_to_end": [], "model_only": [], "naive": []}
 
-            say("end-to-end pipeline")
-            bench_job = VideoJob(job.source, Path(tmp) / "e2e", job.info)
-            t0 = time.perf_counter()
-            summary = self.segment(bench_job, formats, start=start, end=end, stride=stride)
-            e2e_s = time.perf_counter() - t0
-            n = summary["frames"]
+            def end_to_end() -> float:
+                bench_job = VideoJob(job.source, Path(tmp) / f"e2e{len(summaries)}", job.info)
+                t0 = time.perf_counter()
+                summaries.append(self.segment(bench_job, formats, start=start, end=end, stride=stride))
+                counts["end_to_end"] = summaries[-1]["frames"]
+                return time.perf_counter() - t0
 
-            say("model only")
-            t0 = time.perf_counter()
-            count = sum(1 for _ in pred.predict_stream(frames, self.text, select=select, first_index=start))
-            model_s = time.perf_counter() - t0
+            def model_only() -> float:
+                t0 = time.perf_counter()
+                counts["model_only"] = sum(
+                    1 for _ in pred.predict_stream(frames, self.text, select=select, first_index=start))
+                return time.perf_counter() - t0
+
+            def naive() -> float:
+                n, t0 = 0, time.perf_counter()
+                with VideoOutputs(Path(tmp) / f"naive{len(samples['naive'])}", job.info, meta, formats) as out:
+                    prev_of: dict[int, np.ndarray] = {}
+                    for frame in iter_frames(job.source, start, end, 1, info=job.info):
+                        prev_of[frame.index] = frame.rgb
+                        prev_idx = previous_frame_index(frame.index, pred.interval, start)
+                        for old in [i for i in prev_of if i < frame.index - pred.interval]:
+                            del prev_of[old]
+                        if select is not None and not select(frame):
+                            continue
+                        probs = [
+                            naive_pred.predict_pairs([frame.rgb], [prev_of.get(prev_idx, frame.rgb)], [e], self.text)[0]
+                            for e in range(len(self.expressions))
+                        ]
+                        out.write(frame, np.stack(probs))
+                        n += 1
+                    out.finish({})
+                counts["naive"] = n
+                return time.perf_counter() - t0
+
+            runs = {"end_to_end": (end_to_end, "end-to-end pipeline"), "model_only": (model_only, "model only"),
+                    "naive": (naive, "naive per-frame loop")}  # fmt: skip
+            order = list(runs)
+            for r in range(rounds):
+                for name in order[r % 3:] + order[: r % 3]:
+                    fn, label = runs[name]
+                    say(label + (f" (round {r + 1}/{rounds})" if rounds > 1 else ""))
+                    samples[name].append(fn())
             del frames
-
-            say("naive per-frame loop")
-            from lbdt_cli.model import load_checkpoint
-            from lbdt_cli.model.preprocess import previous_frame_index
-
-            naive_model = load_checkpoint(self.checkpoint, map_location="cpu")  # the model as built
-            naive_pred = Predictor(naive_model, pred.device, "fp32", 1, pred.input_size, pred.interval,
-                                   channels_last=False, fold_batchnorm=False)
-            meta = self._meta(job, start, end, stride)
-            t0 = time.perf_counter()
-            with VideoOutputs(Path(tmp) / "naive", job.info, meta, formats) as out:
-                prev_of: dict[int, np.ndarray] = {}
-                for frame in iter_frames(job.source, start, end, 1, info=job.info):
-                    prev_of[frame.index] = frame.rgb
-                    prev_idx = previous_frame_index(frame.index, pred.interval, start)
-                    for k in [k for k in prev_of if k < frame.index - pred.interval]:
-                        del prev_of[k]
-                    if select is not None and not select(frame):
-                        continue
-                    probs = [
-                        naive_pred.predict_pairs([frame.rgb], [prev_of.get(prev_idx, frame.rgb)], [e], self.text)[0]
-                        for e in range(len(self.expressions))
-                    ]
-                    out.write(frame, np.stack(probs))
-                out.finish({})
-            naive_s = time.perf_counter() - t0
-            del naive_pred, naive_model
-        e2e_fps, model_fps, naive_fps = n / e2e_s, count / model_s, n / naive_s
+            say("compute ceiling")
+            model_s = statistics.median(samples["model_only"])
+            ceiling = _compute_ceiling(naive_model, pred, len(self.expressions), counts["model_only"] / model_s)
+        del naive_pred, naive_model
+        med = {k: statistics.median(v) for k, v in samples.items()}
+        fps = {k: counts[k] / med[k] for k in med}
         return {
-            "source": str(job.source), "frames": n, "expressions": len(self.expressions),
+            "source": str(job.source), "frames": counts["end_to_end"], "expressions": len(self.expressions),
             "model": self.config_name, "input_size": pred.input_size, "device": str(pred.device),
             "precision": self.precision, "batch_size": self.batch_size, "formats": list(formats),
-            "end_to_end_fps": e2e_fps, "model_only_fps": model_fps, "naive_fps": naive_fps,
-            "end_to_end_s": e2e_s, "model_only_s": model_s, "naive_s": naive_s,
-            "speedup_vs_naive": e2e_fps / naive_fps,
-            "pipeline_overhead": model_fps / e2e_fps - 1.0,
-            "stage_times_s": summary["time_s"],
+            "rounds": rounds,
+            "end_to_end_fps": fps["end_to_end"], "model_only_fps": fps["model_only"], "naive_fps": fps["naive"],
+            "end_to_end_s": med["end_to_end"], "model_only_s": med["model_only"], "naive_s": med["naive"],
+            "samples_s": {k: [round(t, 3) for t in v] for k, v in samples.items()},
+            "speedup_vs_naive": fps["end_to_end"] / fps["naive"],
+            "pipeline_overhead": fps["model_only"] / fps["end_to_end"] - 1.0,
+            "stage_times_s": summaries[-1]["time_s"],
+            **ceiling,
             "peak_rss_mb": round(peak_rss_mb(), 1),
         }  # fmt: skip
+
+
+def _compute_ceiling(model, pred, num_expr: int, model_fps: float) -> dict:
+    """How close the model-only run came to the device's dense-kernel peak, and the frames/s the
+    model could give at that peak: the upper bound for any pipeline on this machine."""
+    from lbdt_cli.flops import frame_gflop, peak_rate
+
+    gflop = frame_gflop(model, pred.input_size, num_expr)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[pred.precision]
+    peak = peak_rate(pred.device, dtype)
+    return {"gflop_per_frame": gflop, "peak_gflops": peak, "model_only_gflops": model_fps * gflop,
+            "fps_at_peak": peak / gflop}
