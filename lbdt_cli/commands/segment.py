@@ -223,7 +223,7 @@ def _print_benchmark(r: dict, as_json: bool, quiet: bool) -> None:
                       f"peak RSS {r['peak_rss_mb']:.0f} MiB", highlight=False)  # fmt: skip
         console.print(f"model compute: {r['gflop_per_frame']:.1f} GFLOP/frame; model-only ran at "
                       f"{r['model_only_gflops']:.0f} GFLOP/s = {100 * r['model_only_gflops'] / r['peak_gflops']:.0f}% "
-                      f"of this device's dense-kernel peak ({r['peak_gflops']:.0f} GFLOP/s, measured now); "
+                      f"of this device's dense-kernel peak ({r['peak_gflops']:.0f} GFLOP/s, best measured in this run); "
                       f"at that peak the model alone would give {r['fps_at_peak']:.2f} fps = "
                       f"{r['fps_at_peak'] / naive:.2f}x naive", highlight=False)  # fmt: skip
 
