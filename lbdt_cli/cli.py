@@ -53,6 +53,9 @@ for _name in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning LbdtError into a one-line message and its exit code."""
+    from lbdt_cli.utils.memory import keep_freed_memory
+
+    keep_freed_memory()  # batched forwards reuse freed feature maps instead of page-faulting them in
     try:
         app(args=argv)  # standalone mode: usage errors print one line and exit 2
     except LbdtError as exc:
