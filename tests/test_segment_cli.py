@@ -192,6 +192,7 @@ def test_benchmark_reports(capsys, clips, ckpt, tmp_path):
         assert r[k] == r[k]  # a number, not NaN
     assert r["end_to_end_fps"] > 0 and r["naive_fps"] > 0
     assert all(len(v) == 2 for v in r["samples_s"].values())
+    assert len(r["speedup_by_round"]) == len(r["overhead_by_round"]) == 2
     for k in ("end_to_end", "model_only", "naive"):  # medians of the rounds
         assert abs(r[f"{k}_s"] - sum(r["samples_s"][k]) / 2) < 2e-3
     # the ceiling: the model's per-frame cost and the device's peak, both measured in this run

@@ -221,6 +221,10 @@ def _print_benchmark(r: dict, as_json: bool, quiet: bool) -> None:
         console.print(f"pipeline cost over model-only: {100 * r['pipeline_overhead']:+.1f}%   "
                       f"end-to-end speed-up over naive: {r['speedup_vs_naive']:.2f}x   "
                       f"peak RSS {r['peak_rss_mb']:.0f} MiB", highlight=False)  # fmt: skip
+        if r["rounds"] > 1:
+            console.print("per round: speed-up over naive " + ", ".join(f"{x:.2f}x" for x in r["speedup_by_round"])
+                          + "; pipeline cost " + ", ".join(f"{100 * x:+.1f}%" for x in r["overhead_by_round"]),
+                          highlight=False)  # fmt: skip
         console.print(f"model compute: {r['gflop_per_frame']:.1f} GFLOP/frame; model-only ran at "
                       f"{r['model_only_gflops']:.0f} GFLOP/s = {100 * r['model_only_gflops'] / r['peak_gflops']:.0f}% "
                       f"of this device's dense-kernel peak ({r['peak_gflops']:.0f} GFLOP/s, best measured in this run); "

@@ -356,6 +356,11 @@ class Segmenter:
             "end_to_end_s": med["end_to_end"], "model_only_s": med["model_only"], "naive_s": med["naive"],
             "samples_s": {k: [round(t, 3) for t in v] for k, v in samples.items()},
             "speedup_vs_naive": fps["end_to_end"] / fps["naive"],
+            # runs of one round are close in time, so their ratio is less exposed to a drifting machine
+            "speedup_by_round": [round(counts["end_to_end"] / e / (counts["naive"] / n), 3)
+                                 for e, n in zip(samples["end_to_end"], samples["naive"])],
+            "overhead_by_round": [round(counts["model_only"] / m / (counts["end_to_end"] / e) - 1, 3)
+                                  for e, m in zip(samples["end_to_end"], samples["model_only"])],
             "pipeline_overhead": fps["model_only"] / fps["end_to_end"] - 1.0,
             "stage_times_s": summaries[-1]["time_s"],
             # the ceiling: how close the model came to the device's best dense-kernel rate in this
