@@ -134,6 +134,7 @@ def test_argument_split_and_sharding(clips):
         ("audio_only", 3, "has no video stream"),
         ("empty_folder", 3, "holds no frames"),
         ("zero_selected", 3, "zero frames"),
+        ("zero_frames", 3, "has zero frames"),
         ("blank_expr", 2, "expression 2 is empty"),
         ("no_expr", 2, "at least one expression"),
         ("format", 2, "unknown --format gif"),
@@ -153,6 +154,9 @@ def test_bad_inputs_one_line_error(capsys, clips, ckpt, tmp_path, case, code, ne
         video = tmp_path / "gone.mp4" if case == "missing" else clips[case]
     elif case == "zero_selected":
         extra = ["--start", "100"]
+    elif case == "zero_frames":  # a video stream whose file holds no frame: a Y4M header alone
+        video = tmp_path / "zero.y4m"
+        video.write_bytes(b"YUV4MPEG2 W64 H48 F25:1 Ip A1:1 C420jpeg\n")
     elif case == "blank_expr":
         exprs = ["a circle", "   "]
     elif case == "no_expr":

@@ -143,19 +143,20 @@ class VideoJob:
 
 
 def check_selection(info: VideoInfo, start: int, end: int | None, stride: int) -> None:
-    """Fail before the model loads when --start/--end/--stride select no frame of the clip."""
+    """Fail before the model loads when the clip has no frame or --start/--end/--stride select none."""
     if start < 0 or stride < 1 or (end is not None and end <= start):
         from lbdt_cli.video.reader import _check_range
 
         _check_range(start, end, stride)
-    if start == 0:
-        return
     n = info.num_frames
-    if n is None or start >= n - 2:  # the estimate may be off by a frame: count exactly
+    unknown_length = n is None and not info.duration and not info.is_folder  # e.g. raw Y4M: count it
+    if unknown_length or (start > 0 and (n is None or start >= n - 2)):  # an estimate may be off by one
         from lbdt_cli.video.reader import count_frames
 
         n = count_frames(info.path)
-    if start >= n:
+    if n == 0:
+        raise InputError(f"{info.path} has zero frames")
+    if n is not None and start >= n:
         raise InputError(f"{info.path} has zero frames in the selected range (--start {start}, clip has {n})")
 
 
