@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from lbdt_cli.errors import LbdtError
 from lbdt_cli.model.preprocess import frame_difference, normalize_frames, previous_frame_index
 
-__all__ = ["Predictor", "FramePrediction", "Timings", "resolve_device"]
+__all__ = ["Predictor", "FramePrediction", "Timings", "resolve_device", "PRECISION_DTYPES"]
 
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _END = object()
 
 
@@ -152,7 +152,7 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto", precision: str = "fp32",
                  batch_size: int = 8, input_size: int | None = None, interval: int | None = None,
                  channels_last: bool = True, fold_batchnorm: bool = True) -> None:  # fmt: skip
-        if precision not in _DTYPES:
+        if precision not in PRECISION_DTYPES:
             raise LbdtError(f"unknown --precision {precision!r} (use fp32, fp16 or bf16)")
         if batch_size < 1:
             raise LbdtError(f"--batch-size must be >= 1, got {batch_size}")
@@ -189,7 +189,7 @@ class Predictor:
     def _autocast(self):
         if self.precision == "fp32":
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+        return torch.autocast(self.device.type, dtype=PRECISION_DTYPES[self.precision])
 
     def _preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device, non_blocking=True)

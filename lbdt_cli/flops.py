@@ -154,7 +154,7 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _median_time(fn, device, warmup: int, repeats: int, best: bool = False) -> float:
+def _times(fn, device, warmup: int, repeats: int) -> list[float]:
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -164,26 +164,37 @@ def _median_time(fn, device, warmup: int, repeats: int, best: bool = False) -> f
         fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return min(times) if best else statistics.median(times)
+    return times
 
 
-def peak_rate(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, repeats: int = 8) -> float:
+def _median_time(fn, device, warmup: int, repeats: int) -> float:
+    return statistics.median(_times(fn, device, warmup, repeats))
+
+
+def peak_rate(device: str | torch.device = "cpu", precision: str = "fp32", repeats: int = 8,
+              budget_s: float = 1.0) -> float:
     """GFLOP/s (2 per multiply-add) of the faster of two large dense kernels on `device`: a square
-    matmul and a ResNet-sized 3×3 convolution (channels-last), best of `repeats`. A practical
-    ceiling for a compute-bound forward pass, measured in the same process rather than taken from
-    a data sheet."""
-    from lbdt_cli.engine import resolve_device
+    matmul and a ResNet-sized 3×3 convolution (channels-last), best of up to `repeats` (fewer when
+    a kernel is slow, e.g. bf16 on a CPU without bf16 units: about `budget_s` per kernel). A
+    practical ceiling for a compute-bound forward pass, measured in the same process rather than
+    taken from a data sheet."""
+    from lbdt_cli.engine import PRECISION_DTYPES, resolve_device
 
     dev = resolve_device(str(device))
-    gpu = dev.type == "cuda"
-    n, batch = (8192, 64) if gpu else (2048, 8)
+    dtype = PRECISION_DTYPES[precision]
+    n, batch = (8192, 64) if dev.type == "cuda" else (1024, 8)
+
+    def best_rate(fn, flop: int) -> float:
+        first = _times(fn, dev, warmup=1, repeats=1)[0]
+        rest = _times(fn, dev, warmup=0, repeats=max(0, min(repeats, int(budget_s / first)) - 1))
+        return flop / min([first, *rest])
+
     with torch.inference_mode():
         a = torch.randn(n, n, device=dev, dtype=dtype)
-        mm = 2 * n**3 / _median_time(lambda: torch.mm(a, a), dev, warmup=2, repeats=repeats, best=True)
+        mm = best_rate(lambda: torch.mm(a, a), 2 * n**3)
         x = torch.randn(batch, 256, 40, 40, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
         w = torch.randn(256, 256, 3, 3, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
-        conv = 2 * x.numel() * 256 * 9 / _median_time(lambda: torch.nn.functional.conv2d(x, w, padding=1), dev,
-                                                        warmup=2, repeats=repeats, best=True)
+        conv = best_rate(lambda: torch.nn.functional.conv2d(x, w, padding=1), 2 * x.numel() * 256 * 9)
     return max(mm, conv) / 1e9
 
 
@@ -192,7 +203,7 @@ def measure_speed(model, size: int, device: str = "auto", batch_sizes=(1, 4), pr
                   repeats: int = 3) -> list[SpeedResult]:
     """Frames per second of the forward pass: a naive baseline (batch 1, fp32, eager, text
     encoded per frame) first, then the tuned path (text encoded once, batched, chosen precision)."""
-    from lbdt_cli.engine import resolve_device
+    from lbdt_cli.engine import PRECISION_DTYPES, resolve_device
 
     dev = resolve_device(device)
     model = model.eval().to(dev)
@@ -210,8 +221,8 @@ def measure_speed(model, size: int, device: str = "auto", batch_sizes=(1, 4), pr
         if channels_last:
             tuned = tuned.to(memory_format=torch.channels_last)
         forward = torch.compile(tuned.forward_with_text) if compile else tuned.forward_with_text
-        dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-        autocast = (lambda: torch.autocast(dev.type, dtype=dtype)) if dtype else nullcontext
+        dtype = PRECISION_DTYPES[precision]
+        autocast = (lambda: torch.autocast(dev.type, dtype=dtype)) if precision != "fp32" else nullcontext
         for batch in batch_sizes:
             image, diff, words, mask = example_inputs(model, batch, size, dev)
             if channels_last:

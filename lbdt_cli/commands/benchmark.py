@@ -34,8 +34,6 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     ) -> None:
         """FLOPs (multiply-adds, fvcore's convention), parameters and measured speed."""
-        import torch
-
         from lbdt_cli.flops import count_cost, measure_speed, peak_rate
         from lbdt_cli.model import build_model, list_configs, load_checkpoint
 
@@ -69,7 +67,7 @@ def register(app: typer.Typer) -> None:
                                        fold_bn=fold_bn, repeats=repeats)
             base = speed_rows[0].fps
             gflop_per_pair = 2 * report.gmacs / (frames // 2)
-            peak = peak_rate(device, {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision])
+            peak = peak_rate(device, precision)
             result["peak_gflops"] = round(peak, 1)
             result["speed"] = [{"setting": r.label, "batch": r.batch, "fps": round(r.fps, 3),
                                 "ms_per_frame": round(1000 / r.fps, 2), "speedup_vs_baseline": round(r.fps / base, 3),

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from lbdt_cli.weights import default_checkpoint  # noqa: F401  (re-exported for the segment command)
 from lbdt_cli.errors import InputError, LbdtError
@@ -297,7 +296,6 @@ class Segmenter:
             summaries: list[dict] = []
             samples: dict[str, list[float]] = {"end_to_end": [], "model_only": [], "naive": []}
             peaks: list[float] = []
-            dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[pred.precision]
 
             def end_to_end() -> float:
                 bench_job = VideoJob(job.source, Path(tmp) / f"e2e{len(summaries)}", job.info)
@@ -342,7 +340,7 @@ class Segmenter:
                     say(label + (f" (round {r + 1}/{rounds})" if rounds > 1 else ""))
                     samples[name].append(fn())
                 say("device peak" + (f" (round {r + 1}/{rounds})" if rounds > 1 else ""))
-                peaks.append(peak_rate(pred.device, dtype))
+                peaks.append(peak_rate(pred.device, pred.precision))
             del frames
             gflop = frame_gflop(naive_model, pred.input_size, len(self.expressions))
         del naive_pred, naive_model
