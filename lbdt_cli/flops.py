@@ -1,12 +1,9 @@
-"""Cost of a model: multiply-adds (fvcore's convention, as in the paper's Table 8), parameters
-and measured speed. Counting runs the real forward pass under torch's FlopCounterMode."""
+"""Cost of a model: multiply-adds (fvcore's convention, as in the paper's Table 8) and parameters.
+Counting runs the real forward pass under torch's FlopCounterMode. Timing is in `lbdt_cli.benchmark`."""
 
 from __future__ import annotations
 
 import math
-import statistics
-import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -136,107 +133,3 @@ def frame_gflop(model, size: int, expressions: int = 1) -> float:
         with counter:
             model.forward_with_text(image, diff, text, expressions_per_frame=expressions)
     return counter.get_total_flops() / 1e9
-
-
-@dataclass
-class SpeedResult:
-    label: str
-    batch: int
-    seconds_per_batch: float
-
-    @property
-    def fps(self) -> float:
-        return self.batch / self.seconds_per_batch
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _times(fn, device, warmup: int, repeats: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def _median_time(fn, device, warmup: int, repeats: int) -> float:
-    return statistics.median(_times(fn, device, warmup, repeats))
-
-
-def peak_rate(device: str | torch.device = "cpu", precision: str = "fp32", repeats: int = 8,
-              budget_s: float = 1.0) -> float:
-    """GFLOP/s (2 per multiply-add) of the faster of two large dense kernels on `device`: a square
-    matmul and a ResNet-sized 3×3 convolution (channels-last), best of up to `repeats` (fewer when
-    a kernel is slow, e.g. bf16 on a CPU without bf16 units: about `budget_s` per kernel). A
-    practical ceiling for a compute-bound forward pass, measured in the same process rather than
-    taken from a data sheet."""
-    from lbdt_cli.engine import PRECISION_DTYPES, resolve_device
-
-    dev = resolve_device(str(device))
-    dtype = PRECISION_DTYPES[precision]
-    n, batch = (8192, 64) if dev.type == "cuda" else (1024, 8)
-
-    def best_rate(fn, flop: int) -> float:
-        first = _times(fn, dev, warmup=1, repeats=1)[0]
-        rest = _times(fn, dev, warmup=0, repeats=max(0, min(repeats, int(budget_s / first)) - 1))
-        return flop / min([first, *rest])
-
-    with torch.inference_mode():
-        a = torch.randn(n, n, device=dev, dtype=dtype)
-        mm = best_rate(lambda: torch.mm(a, a), 2 * n**3)
-        x = torch.randn(batch, 256, 40, 40, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
-        w = torch.randn(256, 256, 3, 3, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
-        conv = best_rate(lambda: torch.nn.functional.conv2d(x, w, padding=1), 2 * x.numel() * 256 * 9)
-    return max(mm, conv) / 1e9
-
-
-def measure_speed(model, size: int, device: str = "auto", batch_sizes=(1, 4), precision: str = "fp32",
-                  channels_last: bool = False, compile: bool = False, fold_bn: bool = True, warmup: int = 2,
-                  repeats: int = 3) -> list[SpeedResult]:
-    """Frames per second of the forward pass: a naive baseline (batch 1, fp32, eager, text
-    encoded per frame) first, then the tuned path (text encoded once, batched, chosen precision)."""
-    from lbdt_cli.engine import PRECISION_DTYPES, resolve_device
-
-    dev = resolve_device(device)
-    model = model.eval().to(dev)
-    results = []
-    with torch.inference_mode():
-        base_inputs = example_inputs(model, 1, size, dev)
-        t = _median_time(lambda: model(*base_inputs), dev, warmup, repeats)
-        results.append(SpeedResult("baseline: batch 1, fp32, eager, per-frame", 1, t))
-
-        tuned = model
-        if fold_bn:
-            from lbdt_cli.model.fusion import fold_batchnorm
-
-            tuned = fold_batchnorm(model)
-        if channels_last:
-            tuned = tuned.to(memory_format=torch.channels_last)
-        forward = torch.compile(tuned.forward_with_text) if compile else tuned.forward_with_text
-        dtype = PRECISION_DTYPES[precision]
-        autocast = (lambda: torch.autocast(dev.type, dtype=dtype)) if precision != "fp32" else nullcontext
-        for batch in batch_sizes:
-            image, diff, words, mask = example_inputs(model, batch, size, dev)
-            if channels_last:
-                image, diff = (x.contiguous(memory_format=torch.channels_last) for x in (image, diff))
-            text = tuned.encode_text(words[:1], mask[:1]).index([0] * batch)
-
-            def run():
-                with autocast():
-                    forward(image, diff, text)
-
-            t = _median_time(run, dev, warmup, repeats)
-            label = f"batch {batch}, {precision}" + (", BN folded" if fold_bn else "") + \
-                    (", channels_last" if channels_last else "") + (", compiled" if compile else "")
-            results.append(SpeedResult(label, batch, t))
-        if channels_last and not fold_bn:
-            model.to(memory_format=torch.contiguous_format)
-    return results

@@ -213,16 +213,16 @@ def test_benchmark_rounds_must_be_positive(capsys, clips, ckpt, tmp_path):
 
 
 def test_interrupt_leaves_nothing(capsys, clips, ckpt, tmp_path, monkeypatch):
-    from lbdt_cli.video import writers
+    from lbdt_cli.video import outputs
 
-    real_write = writers.VideoOutputs.write
+    real_write = outputs.VideoOutputs.write
 
     def write_then_interrupt(self, frame, probs):
         real_write(self, frame, probs)
         if frame.index == 4:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(writers.VideoOutputs, "write", write_then_interrupt)
+    monkeypatch.setattr(outputs.VideoOutputs, "write", write_then_interrupt)
     out = tmp_path / "out"
     code, _, err = run(capsys, "segment", clips["mp4"], "a circle", "--checkpoint", ckpt, "-o", out,
                        "--format", "all", "--palette", "-q")

@@ -115,7 +115,7 @@ def test_write_shapes_layout_roundtrip_and_atomicity(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("encoder died")
 
-    monkeypatch.setattr(shapes, "_encode_mp4", boom)
+    monkeypatch.setattr(shapes, "encode_video", boom)
     with pytest.raises(RuntimeError):
         write_shapes(tmp_path / "other", 1, seed=9, size=64, frames=6)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clips"]

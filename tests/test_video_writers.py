@@ -12,7 +12,8 @@ from PIL import Image
 from lbdt_cli.errors import LbdtError, OutputError
 from lbdt_cli.utils.atomic import atomic_dir, atomic_path, check_writable_output
 from lbdt_cli.video.reader import iter_frames, probe
-from lbdt_cli.video.writers import FORMATS, SegmentMeta, VideoOutputs, parse_formats
+from lbdt_cli.video.outputs import FORMATS, VideoOutputs, parse_formats
+from lbdt_cli.video.writers import SegmentMeta
 from video_clips import H, N, W, make_clips
 
 

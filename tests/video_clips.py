@@ -23,7 +23,7 @@ _cache: dict[str, dict] = {}
 
 
 def ffmpeg() -> str:
-    from lbdt_cli.video.reader import ffmpeg_exe
+    from lbdt_cli.video.ffmpeg import ffmpeg_exe
 
     return ffmpeg_exe()
 

@@ -34,7 +34,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     ) -> None:
         """FLOPs (multiply-adds, fvcore's convention), parameters and measured speed."""
-        from lbdt_cli.flops import count_cost, measure_speed, peak_rate
+        from lbdt_cli.benchmark import measure_speed, peak_rate
+        from lbdt_cli.flops import count_cost
         from lbdt_cli.model import build_model, list_configs, load_checkpoint
 
         if (model is None) == (checkpoint is None):

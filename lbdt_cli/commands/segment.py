@@ -98,8 +98,8 @@ def register(app: typer.Typer) -> None:
             Segmenter, VideoJob, check_expressions, check_selection, default_checkpoint, plan_outputs, resolve_inputs,
             shard_for_rank, split_inputs_and_expressions,
         )  # fmt: skip
+        from lbdt_cli.video.outputs import parse_formats
         from lbdt_cli.video.reader import probe
-        from lbdt_cli.video.writers import parse_formats
         from lbdt_cli.utils.atomic import check_writable_output
 
         # Cheap checks first, so a typo fails before the model loads.
@@ -141,8 +141,10 @@ def register(app: typer.Typer) -> None:
         if benchmark:
             if not jobs:
                 return
-            result = seg.benchmark(jobs[0], fmt, start=start, end=end, stride=stride, rounds=benchmark_rounds,
-                                   progress=(lambda m: err_console.print(f"[dim]benchmark: {m}[/]")) if show else None)
+            from lbdt_cli.benchmark import benchmark_segment
+
+            result = benchmark_segment(seg, jobs[0], fmt, start=start, end=end, stride=stride, rounds=benchmark_rounds,
+                                       progress=(lambda m: err_console.print(f"[dim]benchmark: {m}[/]")) if show else None)
             _print_benchmark(result, as_json, quiet)
             return
 

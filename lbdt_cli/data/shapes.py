@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from lbdt_cli.video.ffmpeg import decode_video, encode_video
 
 COLOURS = {
     "red": (220, 40, 40),
@@ -323,36 +324,6 @@ def split_seeds(split: str, num_clips: int, offset: int = 0) -> list[int]:
 # Writing and reading a clip folder
 
 
-def _encode_mp4(frames: np.ndarray, path: Path, fps: int, codec: str) -> None:
-    import imageio_ffmpeg
-
-    h, w = frames.shape[1:3]
-    if codec == "lossless":  # exact RGB round trip; every ffmpeg-based reader decodes it
-        out = ["-c:v", "libx264rgb", "-qp", "0", "-preset", "veryfast", "-pix_fmt", "rgb24"]
-    elif codec == "compatible":  # plays everywhere; slightly lossy
-        out = ["-c:v", "libx264", "-crf", "12", "-preset", "veryfast", "-pix_fmt", "yuv420p"]
-    else:
-        raise ValueError(f"unknown codec {codec!r} (lossless or compatible)")
-    cmd = [
-        imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-        "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", "-an", *out, "-r", str(fps), "-f", "mp4", str(path),
-    ]
-    proc = subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), capture_output=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ffmpeg failed writing {path}: {proc.stderr.decode(errors='replace').strip()}")
-
-
-def decode_mp4(path: str | os.PathLike) -> np.ndarray:
-    """Frames of an mp4 as [T,H,W,3] uint8 (via the imageio-ffmpeg binary)."""
-    import imageio_ffmpeg
-
-    reader = imageio_ffmpeg.read_frames(str(path))
-    meta = next(reader)
-    w, h = meta["size"]
-    frames = [np.frombuffer(b, np.uint8).reshape(h, w, 3) for b in reader]
-    return np.stack(frames)
-
-
 def _palette() -> list[int]:
     pal = [0, 0, 0]
     for c in COLOURS.values():
@@ -391,7 +362,7 @@ def write_shapes(
         for i in range(num_clips):
             clip = generate_clip(seed + i, size=size, num_frames=frames)
             cid = clip.clip_id
-            _encode_mp4(clip.frames, tmp / f"{cid}.mp4", FPS, codec)
+            encode_video(clip.frames, tmp / f"{cid}.mp4", FPS, codec)
             mdir = tmp / cid / "masks"
             mdir.mkdir(parents=True)
             label = np.zeros(clip.frames.shape[:3], np.uint8)
@@ -427,7 +398,7 @@ def read_shapes(root: str | os.PathLike) -> list[ShapesClip]:
         raise ValueError(f"{index_path} is not a {FORMAT} index")
     clips = []
     for cid, entry in index["clips"].items():
-        frames = decode_mp4(root / entry["video"])
+        frames = decode_video(root / entry["video"])
         masks = []
         for t in range(len(frames)):
             with Image.open(root / entry["masks"] / f"{t:05d}.png") as im:

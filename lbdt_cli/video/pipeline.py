@@ -1,25 +1,24 @@
 """The `segment` road as a library: resolve inputs, load the model once, run the engine over each
-clip into its writers, and the `--benchmark` comparison. `lbdt_cli.commands.segment` only parses
-flags and renders; everything it does goes through `Segmenter` here.
+clip into its writers. `lbdt_cli.commands.segment` only parses flags and renders; everything it
+does goes through `Segmenter` here (and `lbdt_cli.benchmark.benchmark_segment` for `--benchmark`).
 """
 
 from __future__ import annotations
 
 import glob
 import os
-import resource
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
-
 from lbdt_cli.weights import default_checkpoint  # noqa: F401  (re-exported for the segment command)
 from lbdt_cli.errors import InputError, LbdtError
-from lbdt_cli.video.reader import IMAGE_SUFFIXES, VideoInfo, iter_frames, list_frame_files, probe
-from lbdt_cli.video.writers import SegmentMeta, VideoOutputs, expr_dir_name, render_attention
+from lbdt_cli.utils.memory import peak_rss_mb
+from lbdt_cli.video.draw import render_attention
+from lbdt_cli.video.info import VideoInfo
+from lbdt_cli.video.outputs import VideoOutputs
+from lbdt_cli.video.reader import IMAGE_SUFFIXES, check_range, count_frames, iter_frames, list_frame_files
+from lbdt_cli.video.writers import SegmentMeta, expr_dir_name
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -32,7 +31,6 @@ __all__ = [
     "check_expressions",
     "plan_outputs",
     "shard_for_rank",
-    "peak_rss_mb",
     "check_selection",
 ]
 
@@ -41,11 +39,6 @@ VIDEO_SUFFIXES = (
     ".gif", ".3gp", ".ogv", ".y4m",
 )  # fmt: skip
 _GLOB_CHARS = "*?["
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,15 +136,10 @@ class VideoJob:
 
 def check_selection(info: VideoInfo, start: int, end: int | None, stride: int) -> None:
     """Fail before the model loads when the clip has no frame or --start/--end/--stride select none."""
-    if start < 0 or stride < 1 or (end is not None and end <= start):
-        from lbdt_cli.video.reader import _check_range
-
-        _check_range(start, end, stride)
+    check_range(start, end, stride)
     n = info.num_frames
     unknown_length = n is None and not info.duration and not info.is_folder  # e.g. raw Y4M: count it
     if unknown_length or (start > 0 and (n is None or start >= n - 2)):  # an estimate may be off by one
-        from lbdt_cli.video.reader import count_frames
-
         n = count_frames(info.path)
     if n == 0:
         raise InputError(f"{info.path} has zero frames")
@@ -178,7 +166,6 @@ class Segmenter:
 
     def __post_init__(self) -> None:
         from lbdt_cli.engine import Predictor
-        from lbdt_cli.flops import frame_gflop, peak_rate
         from lbdt_cli.model import load_checkpoint
         from lbdt_cli.model.text import TextEmbedder
 
@@ -216,7 +203,7 @@ class Segmenter:
         self.warnings += warnings
         return warnings
 
-    def _meta(self, job: VideoJob, start: int, end: int | None, stride: int) -> SegmentMeta:
+    def meta_for(self, job: VideoJob, start: int, end: int | None, stride: int) -> SegmentMeta:
         return SegmentMeta(
             source=str(job.source), expressions=self.expressions, threshold=self.threshold,
             interval=self.predictor.interval, input_size=self.predictor.input_size, checkpoint=str(self.checkpoint),
@@ -230,7 +217,7 @@ class Segmenter:
                 overwrite: bool = False, attention_frames: Sequence[int] | None = None,
                 on_frame: Callable[[int], None] | None = None) -> dict:  # fmt: skip
         """Run the clip through the engine into its writers; returns the summary dict."""
-        meta = self._meta(job, start, end, stride)
+        meta = self.meta_for(job, start, end, stride)
         tokens = self.tokens
         with VideoOutputs(job.output, job.info, meta, formats, save_probs=save_probs, palette=palette,
                           lossless=lossless, overwrite=overwrite) as out:  # fmt: skip
@@ -255,116 +242,3 @@ class Segmenter:
             summary = out.finish({**timings.as_dict(), "peak_rss_mb": round(peak_rss_mb(), 1)})
         summary["output"] = str(job.output)
         return summary
-
-    # ------------------------------------------------------------------ benchmark
-
-    def benchmark(self, job: VideoJob, formats: Sequence[str], *, start: int = 0, end: int | None = None,
-                  stride: int = 1, rounds: int = 1, progress: Callable[[str], None] | None = None) -> dict:  # fmt: skip
-        """End-to-end, model-only and naive per-frame loop fps on the same clip. Reports, never asserts.
-
-        - end-to-end: the real pipeline (threads, batching, writers into a temporary folder).
-        - model-only: the same batches on frames decoded beforehand (preprocess + model + upsample).
-        - naive: one frame and one expression at a time, fp32, batch 1, the model's default memory
-          layout, decode/model/write in turn.
-
-        With several `rounds` the three runs take turns going first (a shared machine's speed
-        drifts) and each run's median time is reported.
-        """
-        import statistics
-
-        from lbdt_cli.engine import Predictor
-        from lbdt_cli.flops import frame_gflop, peak_rate
-        from lbdt_cli.model import load_checkpoint
-        from lbdt_cli.model.preprocess import previous_frame_index
-
-        if rounds < 1:
-            raise LbdtError(f"--benchmark-rounds must be >= 1, got {rounds}")
-        say = progress or (lambda _m: None)
-        pred = self.predictor
-        select = (lambda f: (f.index - start) % stride == 0) if stride > 1 else None
-        naive_model = load_checkpoint(self.checkpoint, map_location="cpu")  # the model as built
-        naive_pred = Predictor(naive_model, pred.device, "fp32", 1, pred.input_size, pred.interval,
-                               channels_last=False, fold_batchnorm=False)
-        meta = self._meta(job, start, end, stride)
-        with tempfile.TemporaryDirectory(prefix="lbdt-bench-") as tmp:
-            say("warm-up")
-            frames = list(iter_frames(job.source, start, end, 1, info=job.info))
-            for _ in pred.predict_stream(frames[: min(len(frames), 2)], self.text):
-                pass
-            naive_pred.predict_pairs([frames[0].rgb], [frames[0].rgb], [0], self.text)
-            counts: dict[str, int] = {}
-            summaries: list[dict] = []
-            samples: dict[str, list[float]] = {"end_to_end": [], "model_only": [], "naive": []}
-            peaks: list[float] = []
-
-            def end_to_end() -> float:
-                bench_job = VideoJob(job.source, Path(tmp) / f"e2e{len(summaries)}", job.info)
-                t0 = time.perf_counter()
-                summaries.append(self.segment(bench_job, formats, start=start, end=end, stride=stride))
-                counts["end_to_end"] = summaries[-1]["frames"]
-                return time.perf_counter() - t0
-
-            def model_only() -> float:
-                t0 = time.perf_counter()
-                counts["model_only"] = sum(
-                    1 for _ in pred.predict_stream(frames, self.text, select=select, first_index=start))
-                return time.perf_counter() - t0
-
-            def naive() -> float:
-                n, t0 = 0, time.perf_counter()
-                with VideoOutputs(Path(tmp) / f"naive{len(samples['naive'])}", job.info, meta, formats) as out:
-                    prev_of: dict[int, np.ndarray] = {}
-                    for frame in iter_frames(job.source, start, end, 1, info=job.info):
-                        prev_of[frame.index] = frame.rgb
-                        prev_idx = previous_frame_index(frame.index, pred.interval, start)
-                        for old in [i for i in prev_of if i < frame.index - pred.interval]:
-                            del prev_of[old]
-                        if select is not None and not select(frame):
-                            continue
-                        probs = [
-                            naive_pred.predict_pairs([frame.rgb], [prev_of.get(prev_idx, frame.rgb)], [e], self.text)[0]
-                            for e in range(len(self.expressions))
-                        ]
-                        out.write(frame, np.stack(probs))
-                        n += 1
-                    out.finish({})
-                counts["naive"] = n
-                return time.perf_counter() - t0
-
-            runs = {"end_to_end": (end_to_end, "end-to-end pipeline"), "model_only": (model_only, "model only"),
-                    "naive": (naive, "naive per-frame loop")}  # fmt: skip
-            order = list(runs)
-            for r in range(rounds):
-                for name in order[r % 3:] + order[: r % 3]:
-                    fn, label = runs[name]
-                    say(label + (f" (round {r + 1}/{rounds})" if rounds > 1 else ""))
-                    samples[name].append(fn())
-                say("device peak" + (f" (round {r + 1}/{rounds})" if rounds > 1 else ""))
-                peaks.append(peak_rate(pred.device, pred.precision))
-            del frames
-            gflop = frame_gflop(naive_model, pred.input_size, len(self.expressions))
-        del naive_pred, naive_model
-        med = {k: statistics.median(v) for k, v in samples.items()}
-        fps = {k: counts[k] / med[k] for k in med}
-        return {
-            "source": str(job.source), "frames": counts["end_to_end"], "expressions": len(self.expressions),
-            "model": self.config_name, "input_size": pred.input_size, "device": str(pred.device),
-            "precision": self.precision, "batch_size": self.batch_size, "formats": list(formats),
-            "rounds": rounds,
-            "end_to_end_fps": fps["end_to_end"], "model_only_fps": fps["model_only"], "naive_fps": fps["naive"],
-            "end_to_end_s": med["end_to_end"], "model_only_s": med["model_only"], "naive_s": med["naive"],
-            "samples_s": {k: [round(t, 3) for t in v] for k, v in samples.items()},
-            "speedup_vs_naive": fps["end_to_end"] / fps["naive"],
-            # runs of one round are close in time, so their ratio is less exposed to a drifting machine
-            "speedup_by_round": [round(counts["end_to_end"] / e / (counts["naive"] / n), 3)
-                                 for e, n in zip(samples["end_to_end"], samples["naive"])],
-            "overhead_by_round": [round(counts["model_only"] / m / (counts["end_to_end"] / e) - 1, 3)
-                                  for e, m in zip(samples["end_to_end"], samples["model_only"])],
-            "pipeline_overhead": fps["model_only"] / fps["end_to_end"] - 1.0,
-            "stage_times_s": summaries[-1]["time_s"],
-            # the ceiling: how close the model came to the device's best dense-kernel rate in this
-            # run, and the frames/s the model alone would give at that rate
-            "gflop_per_frame": gflop, "peak_gflops": max(peaks), "peak_gflops_samples": [round(p, 1) for p in peaks],
-            "model_only_gflops": fps["model_only"] * gflop, "fps_at_peak": max(peaks) / gflop,
-            "peak_rss_mb": round(peak_rss_mb(), 1),
-        }  # fmt: skip

@@ -6,76 +6,36 @@ Both kinds of input go through the same two calls:
     for frame in iter_frames(path, start, end, stride):
         frame.index, frame.timestamp_s, frame.rgb   # rgb: uint8 [H, W, 3]
 
-Only one frame is held at a time, so memory does not grow with the length of the clip. There is
-no ffprobe here: `probe` parses the stream banner that `ffmpeg -i` prints on stderr.
+Only one frame is held at a time, so memory does not grow with the length of the clip. The ffmpeg
+processes themselves are in `lbdt_cli.video.ffmpeg`.
 """
 
 from __future__ import annotations
 
-import collections
 import os
 import re
-import shutil
-import subprocess
-import threading
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from lbdt_cli.errors import InputError, LbdtError
+from lbdt_cli.video.ffmpeg import FFmpegReader, count_file_frames, ffmpeg_error, probe_file
+from lbdt_cli.video.info import DEFAULT_FOLDER_FPS, Frame, VideoInfo
 
 __all__ = [
     "Frame",
     "VideoInfo",
     "IMAGE_SUFFIXES",
-    "ffmpeg_exe",
     "list_frame_files",
+    "read_image",
     "probe",
+    "check_range",
     "iter_frames",
     "count_frames",
 ]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-DEFAULT_FOLDER_FPS = 25.0  # frame folders carry no timing; DAVIS / YouTube-VOS style folders
-
-
-@dataclass(frozen=True)
-class Frame:
-    index: int  # position in the source clip (0-based), not in the selection
-    timestamp_s: float  # nominal time: index / fps
-    rgb: np.ndarray  # uint8 [H, W, 3]
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    path: str
-    width: int  # as displayed, i.e. after rotation metadata is applied
-    height: int
-    fps: float
-    num_frames: int | None  # estimate from duration x fps (exact for frame folders); None if unknown
-    duration: float | None  # seconds
-    rotation: int  # display rotation in degrees, counter-clockwise (0, 90, 180, 270)
-    has_audio: bool
-    codec: str  # "h264", "vp9", ... or "images" for a frame folder
-    is_folder: bool = False
-    audio_codec: str | None = None
-
-
-@lru_cache(maxsize=1)
-def ffmpeg_exe() -> str:
-    """The ffmpeg binary: `ffmpeg` on PATH, else the one bundled with imageio-ffmpeg."""
-    exe = shutil.which("ffmpeg")
-    if exe:
-        return exe
-    try:
-        import imageio_ffmpeg
-
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception as exc:  # noqa: BLE001 - any failure means the same thing to the user
-        raise InputError(f"ffmpeg not found: install ffmpeg or the imageio-ffmpeg package ({exc})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,7 +55,8 @@ def list_frame_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
+    """One frame image as uint8 RGB [H, W, 3] (alpha dropped, grey expanded)."""
     import cv2
 
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)  # also drops alpha, expands grey
@@ -108,7 +69,7 @@ def _probe_folder(folder: Path, fps: float | None) -> VideoInfo:
     files = list_frame_files(folder)
     if not files:
         raise InputError(f"{folder} has zero frames (no {'/'.join(s[1:] for s in IMAGE_SUFFIXES[:3])}... images)")
-    first = _read_image(files[0])
+    first = read_image(files[0])
     fps = float(fps or DEFAULT_FOLDER_FPS)
     return VideoInfo(
         path=str(folder), width=first.shape[1], height=first.shape[0], fps=fps, num_frames=len(files),
@@ -117,13 +78,7 @@ def _probe_folder(folder: Path, fps: float | None) -> VideoInfo:
 
 
 # ---------------------------------------------------------------------------------------------
-# video files
-
-_DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
-_STREAM = re.compile(r"^\s*Stream #\d+:(\d+)[^:]*:\s*(Video|Audio|Subtitle|Data|Attachment):\s*(.*)$")
-_SIZE = re.compile(r"(?:^|[\s,])(\d{1,6})x(\d{1,6})(?=[\s,\[]|$)")
-_FPS = re.compile(r"(\d+(?:\.\d+)?)(k?) (fps|tbr)\b")
-_ROTATION = re.compile(r"(?:rotation of|rotate\s*:)\s*(-?\d+(?:\.\d+)?)")
+# either kind
 
 
 def _check_file(path: Path) -> None:
@@ -137,60 +92,6 @@ def _check_file(path: Path) -> None:
         raise InputError(f"{path} is empty (0 bytes)")
 
 
-def _parse_banner(path: Path, text: str) -> VideoInfo:
-    duration = None
-    m = _DURATION.search(text)
-    if m:
-        duration = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
-    video = None  # (codec, w, h, fps, rotation)
-    has_audio, audio_codec = False, None
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        s = _STREAM.match(line)
-        if not s:
-            continue
-        kind, desc = s.group(2), s.group(3)
-        if kind == "Audio":
-            if not has_audio:
-                audio_codec = desc.split(None, 1)[0].rstrip(",") if desc else None
-            has_audio = True
-            continue
-        if kind != "Video" or video is not None or "attached pic" in desc:
-            continue
-        size = _SIZE.search(desc)
-        if not size:
-            continue
-        fps_values = {unit: float(v) * (1000 if k else 1) for v, k, unit in _FPS.findall(desc)}
-        fps = fps_values.get("fps") or fps_values.get("tbr") or 0.0
-        rotation = 0.0
-        for follow in lines[i + 1 :]:  # stream metadata / side data until the next stream
-            if _STREAM.match(follow) or not follow.startswith("    "):
-                break
-            r = _ROTATION.search(follow)
-            if r:
-                rotation = float(r.group(1))
-        video = (desc.split(None, 1)[0].rstrip(","), int(size.group(1)), int(size.group(2)), fps, rotation)
-    if video is None:
-        raise InputError(f"{path} has no video stream")
-    codec, w, h, fps, rotation = video
-    rot = int(round(rotation)) % 360
-    if rot in (90, 270):  # ffmpeg autorotates while decoding, so frames come out transposed
-        w, h = h, w
-    if fps <= 0 or fps > 1000:
-        fps = DEFAULT_FOLDER_FPS
-    num_frames = int(round(duration * fps)) if duration else None
-    return VideoInfo(str(path), w, h, fps, num_frames, duration, rot, has_audio, codec, audio_codec=audio_codec)
-
-
-def _ffmpeg_error(text: str) -> str:
-    """The most telling line of an ffmpeg failure."""
-    for key in ("Invalid data found", "End of file", "Permission denied", "moov atom not found"):
-        if key in text:
-            return key.lower()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("  ")]
-    return lines[-1] if lines else "ffmpeg failed"
-
-
 def probe(path: str | os.PathLike, folder_fps: float | None = None) -> VideoInfo:
     """Size (after rotation), fps, frame-count estimate, audio and codec of a video file or frame folder.
 
@@ -200,86 +101,19 @@ def probe(path: str | os.PathLike, folder_fps: float | None = None) -> VideoInfo
     _check_file(path)
     if path.is_dir():
         return _probe_folder(path, folder_fps)
-    try:
-        proc = subprocess.run(
-            [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
-            capture_output=True, text=True, errors="replace", timeout=60,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        raise InputError(f"{path}: ffmpeg took over 60 s to read the header") from None
-    text = proc.stderr
-    if "Input #0" not in text:
-        raise InputError(f"{path} is not a video file ffmpeg can read ({_ffmpeg_error(text)})")
-    return _parse_banner(path, text)
+    return probe_file(path)
 
 
 def count_frames(path: str | os.PathLike) -> int:
-    """Exact number of video frames, by demuxing without decoding (fast, but reads the whole file)."""
+    """Exact number of frames of a video file (demuxed, not decoded) or frame folder."""
     path = Path(path)
     if path.is_dir():
         return len(list_frame_files(path))
-    proc = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
-        capture_output=True, text=True, errors="replace",
-    )  # fmt: skip
-    counts = re.findall(r"frame=\s*(\d+)", proc.stderr)
-    return int(counts[-1]) if counts else 0
+    return count_file_frames(path)
 
 
-class _FFmpegStream:
-    """An ffmpeg process writing raw rgb24 frames to a pipe; stderr drained on a thread."""
-
-    def __init__(self, info: VideoInfo, start: int) -> None:
-        import ffmpeg  # ffmpeg-python builds the command line
-
-        # One decoder thread: the model needs the cores, and decoding is never the bottleneck here.
-        stream = ffmpeg.input(info.path, threads=1)["v:0"]  # first video stream; autorotate is the default
-        if start > 0:  # drop frames before the selection ahead of the rgb conversion
-            stream = stream.filter("select", f"gte(n,{start})")
-        out = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *out.get_args()]
-        self.frame_bytes = info.width * info.height * 3
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self._stderr: collections.deque[bytes] = collections.deque(maxlen=50)
-        self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
-        self._drain.start()
-
-    def _drain_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._stderr.append(line)
-
-    def read(self) -> bytearray | None:
-        """One frame's bytes in a fresh (writable) buffer, or None at the end of the stream."""
-        assert self.proc.stdout is not None
-        buf = bytearray(self.frame_bytes)
-        view, got = memoryview(buf), 0
-        while got < self.frame_bytes:
-            n = self.proc.stdout.readinto(view[got:])
-            if not n:
-                return None
-            got += n
-        return buf
-
-    def error_text(self) -> str:
-        self.proc.wait()
-        self._drain.join(timeout=5)
-        return b"".join(self._stderr).decode("utf-8", "replace")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
-        self.proc.wait()
-        self._drain.join(timeout=5)
-
-
-def _check_range(start: int, end: int | None, stride: int) -> None:
+def check_range(start: int, end: int | None, stride: int) -> None:
+    """LbdtError (a bad argument) for a negative start, an end not after start, or a stride below 1."""
     if start < 0:
         raise LbdtError(f"--start must be >= 0, got {start}")
     if end is not None and end <= start:
@@ -301,13 +135,13 @@ def iter_frames(
     Closing the generator early (break, exception, Ctrl-C) stops the ffmpeg process.
     Raises InputError if the selection holds no frame or the file cannot be decoded.
     """
-    _check_range(start, end, stride)
+    check_range(start, end, stride)
     info = info or probe(path)
     yielded = 0
     if info.is_folder:
         files = list_frame_files(info.path)
         for index in range(start, len(files) if end is None else min(end, len(files)), stride):
-            rgb = _read_image(files[index])
+            rgb = read_image(files[index])
             if rgb.shape[:2] != (info.height, info.width):
                 raise InputError(
                     f"{files[index]} is {rgb.shape[1]}x{rgb.shape[0]}, other frames are {info.width}x{info.height}"
@@ -315,7 +149,7 @@ def iter_frames(
             yielded += 1
             yield Frame(index, index / info.fps, rgb)
     else:
-        stream = _FFmpegStream(info, start)
+        stream = FFmpegReader(info, start)
         try:
             index = start
             reached_eof = False
@@ -334,7 +168,7 @@ def iter_frames(
                 if stream.proc.returncode != 0:
                     # A failure part-way must not pass for a short clip.
                     where = f" after frame {index - 1}" if yielded else ""
-                    raise InputError(f"{info.path}: cannot decode video{where} ({_ffmpeg_error(text)})")
+                    raise InputError(f"{info.path}: cannot decode video{where} ({ffmpeg_error(text)})")
         finally:
             stream.close()  # kills ffmpeg when the caller stopped early
     if yielded == 0:

@@ -1,0 +1,243 @@
+"""Timing: the device's dense-kernel peak, the forward pass's frames/s (`lbdt benchmark-flops
+--speed`) and the whole `lbdt segment` road against a naive per-frame loop (`lbdt segment
+--benchmark`). Every number is measured beside its baseline in the same run; nothing is asserted.
+Counting multiply-adds is in `lbdt_cli.flops`."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+import torch
+
+from lbdt_cli.errors import LbdtError
+from lbdt_cli.flops import example_inputs, frame_gflop
+from lbdt_cli.utils.memory import peak_rss_mb
+
+if TYPE_CHECKING:
+    from lbdt_cli.video.pipeline import Segmenter, VideoJob
+
+__all__ = ["SpeedResult", "peak_rate", "measure_speed", "benchmark_segment"]
+
+
+@dataclass
+class SpeedResult:
+    label: str
+    batch: int
+    seconds_per_batch: float
+
+    @property
+    def fps(self) -> float:
+        return self.batch / self.seconds_per_batch
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _times(fn, device, warmup: int, repeats: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _median_time(fn, device, warmup: int, repeats: int) -> float:
+    return statistics.median(_times(fn, device, warmup, repeats))
+
+
+def peak_rate(device: str | torch.device = "cpu", precision: str = "fp32", repeats: int = 8,
+              budget_s: float = 1.0) -> float:
+    """GFLOP/s (2 per multiply-add) of the faster of two large dense kernels on `device`: a square
+    matmul and a ResNet-sized 3×3 convolution (channels-last), best of up to `repeats` (fewer when
+    a kernel is slow, e.g. bf16 on a CPU without bf16 units: about `budget_s` per kernel). A
+    practical ceiling for a compute-bound forward pass, measured in the same process rather than
+    taken from a data sheet."""
+    from lbdt_cli.engine import PRECISION_DTYPES, resolve_device
+
+    dev = resolve_device(str(device))
+    dtype = PRECISION_DTYPES[precision]
+    n, batch = (8192, 64) if dev.type == "cuda" else (1024, 8)
+
+    def best_rate(fn, flop: int) -> float:
+        first = _times(fn, dev, warmup=1, repeats=1)[0]
+        rest = _times(fn, dev, warmup=0, repeats=max(0, min(repeats, int(budget_s / first)) - 1))
+        return flop / min([first, *rest])
+
+    with torch.inference_mode():
+        a = torch.randn(n, n, device=dev, dtype=dtype)
+        mm = best_rate(lambda: torch.mm(a, a), 2 * n**3)
+        x = torch.randn(batch, 256, 40, 40, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(256, 256, 3, 3, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        conv = best_rate(lambda: torch.nn.functional.conv2d(x, w, padding=1), 2 * x.numel() * 256 * 9)
+    return max(mm, conv) / 1e9
+
+
+def measure_speed(model, size: int, device: str = "auto", batch_sizes=(1, 4), precision: str = "fp32",
+                  channels_last: bool = False, compile: bool = False, fold_bn: bool = True, warmup: int = 2,
+                  repeats: int = 3) -> list[SpeedResult]:
+    """Frames per second of the forward pass: a naive baseline (batch 1, fp32, eager, text
+    encoded per frame) first, then the tuned path (text encoded once, batched, chosen precision)."""
+    from lbdt_cli.engine import PRECISION_DTYPES, resolve_device
+
+    dev = resolve_device(device)
+    model = model.eval().to(dev)
+    results = []
+    with torch.inference_mode():
+        base_inputs = example_inputs(model, 1, size, dev)
+        t = _median_time(lambda: model(*base_inputs), dev, warmup, repeats)
+        results.append(SpeedResult("baseline: batch 1, fp32, eager, per-frame", 1, t))
+
+        tuned = model
+        if fold_bn:
+            from lbdt_cli.model.fusion import fold_batchnorm
+
+            tuned = fold_batchnorm(model)
+        if channels_last:
+            tuned = tuned.to(memory_format=torch.channels_last)
+        forward = torch.compile(tuned.forward_with_text) if compile else tuned.forward_with_text
+        dtype = PRECISION_DTYPES[precision]
+        autocast = (lambda: torch.autocast(dev.type, dtype=dtype)) if precision != "fp32" else nullcontext
+        for batch in batch_sizes:
+            image, diff, words, mask = example_inputs(model, batch, size, dev)
+            if channels_last:
+                image, diff = (x.contiguous(memory_format=torch.channels_last) for x in (image, diff))
+            text = tuned.encode_text(words[:1], mask[:1]).index([0] * batch)
+
+            def run():
+                with autocast():
+                    forward(image, diff, text)
+
+            t = _median_time(run, dev, warmup, repeats)
+            label = f"batch {batch}, {precision}" + (", BN folded" if fold_bn else "") + \
+                    (", channels_last" if channels_last else "") + (", compiled" if compile else "")
+            results.append(SpeedResult(label, batch, t))
+        if channels_last and not fold_bn:
+            model.to(memory_format=torch.contiguous_format)
+    return results
+
+
+def benchmark_segment(seg: Segmenter, job: VideoJob, formats: Sequence[str], *, start: int = 0,
+                      end: int | None = None, stride: int = 1, rounds: int = 1,
+                      progress: Callable[[str], None] | None = None) -> dict:  # fmt: skip
+    """End-to-end, model-only and naive per-frame loop fps on the same clip. Reports, never asserts.
+
+    - end-to-end: the real pipeline (threads, batching, writers into a temporary folder).
+    - model-only: the same batches on frames decoded beforehand (preprocess + model + upsample).
+    - naive: one frame and one expression at a time, fp32, batch 1, the model's default memory
+      layout, decode/model/write in turn.
+
+    With several `rounds` the three runs take turns going first (a shared machine's speed
+    drifts) and each run's median time is reported.
+    """
+    from lbdt_cli.engine import Predictor
+    from lbdt_cli.model import load_checkpoint
+    from lbdt_cli.video.outputs import VideoOutputs
+    from lbdt_cli.video.pipeline import VideoJob
+    from lbdt_cli.model.preprocess import previous_frame_index
+    from lbdt_cli.video.reader import iter_frames
+
+    if rounds < 1:
+        raise LbdtError(f"--benchmark-rounds must be >= 1, got {rounds}")
+    say = progress or (lambda _m: None)
+    pred = seg.predictor
+    select = (lambda f: (f.index - start) % stride == 0) if stride > 1 else None
+    naive_model = load_checkpoint(seg.checkpoint, map_location="cpu")  # the model as built
+    naive_pred = Predictor(naive_model, pred.device, "fp32", 1, pred.input_size, pred.interval,
+                           channels_last=False, fold_batchnorm=False)
+    meta = seg.meta_for(job, start, end, stride)
+    with tempfile.TemporaryDirectory(prefix="lbdt-bench-") as tmp:
+        say("warm-up")
+        frames = list(iter_frames(job.source, start, end, 1, info=job.info))
+        for _ in pred.predict_stream(frames[: min(len(frames), 2)], seg.text):
+            pass
+        naive_pred.predict_pairs([frames[0].rgb], [frames[0].rgb], [0], seg.text)
+        counts: dict[str, int] = {}
+        summaries: list[dict] = []
+        samples: dict[str, list[float]] = {"end_to_end": [], "model_only": [], "naive": []}
+        peaks: list[float] = []
+
+        def end_to_end() -> float:
+            bench_job = VideoJob(job.source, Path(tmp) / f"e2e{len(summaries)}", job.info)
+            t0 = time.perf_counter()
+            summaries.append(seg.segment(bench_job, formats, start=start, end=end, stride=stride))
+            counts["end_to_end"] = summaries[-1]["frames"]
+            return time.perf_counter() - t0
+
+        def model_only() -> float:
+            t0 = time.perf_counter()
+            counts["model_only"] = sum(
+                1 for _ in pred.predict_stream(frames, seg.text, select=select, first_index=start))
+            return time.perf_counter() - t0
+
+        def naive() -> float:
+            n, t0 = 0, time.perf_counter()
+            with VideoOutputs(Path(tmp) / f"naive{len(samples['naive'])}", job.info, meta, formats) as out:
+                prev_of: dict[int, np.ndarray] = {}
+                for frame in iter_frames(job.source, start, end, 1, info=job.info):
+                    prev_of[frame.index] = frame.rgb
+                    prev_idx = previous_frame_index(frame.index, pred.interval, start)
+                    for old in [i for i in prev_of if i < frame.index - pred.interval]:
+                        del prev_of[old]
+                    if select is not None and not select(frame):
+                        continue
+                    probs = [
+                        naive_pred.predict_pairs([frame.rgb], [prev_of.get(prev_idx, frame.rgb)], [e], seg.text)[0]
+                        for e in range(len(seg.expressions))
+                    ]
+                    out.write(frame, np.stack(probs))
+                    n += 1
+                out.finish({})
+            counts["naive"] = n
+            return time.perf_counter() - t0
+
+        runs = {"end_to_end": (end_to_end, "end-to-end pipeline"), "model_only": (model_only, "model only"),
+                "naive": (naive, "naive per-frame loop")}  # fmt: skip
+        order = list(runs)
+        for r in range(rounds):
+            for name in order[r % 3:] + order[: r % 3]:
+                fn, label = runs[name]
+                say(label + (f" (round {r + 1}/{rounds})" if rounds > 1 else ""))
+                samples[name].append(fn())
+            say("device peak" + (f" (round {r + 1}/{rounds})" if rounds > 1 else ""))
+            peaks.append(peak_rate(pred.device, pred.precision))
+        del frames
+        gflop = frame_gflop(naive_model, pred.input_size, len(seg.expressions))
+    del naive_pred, naive_model
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    fps = {k: counts[k] / med[k] for k in med}
+    return {
+        "source": str(job.source), "frames": counts["end_to_end"], "expressions": len(seg.expressions),
+        "model": seg.config_name, "input_size": pred.input_size, "device": str(pred.device),
+        "precision": seg.precision, "batch_size": seg.batch_size, "formats": list(formats),
+        "rounds": rounds,
+        "end_to_end_fps": fps["end_to_end"], "model_only_fps": fps["model_only"], "naive_fps": fps["naive"],
+        "end_to_end_s": med["end_to_end"], "model_only_s": med["model_only"], "naive_s": med["naive"],
+        "samples_s": {k: [round(t, 3) for t in v] for k, v in samples.items()},
+        "speedup_vs_naive": fps["end_to_end"] / fps["naive"],
+        # runs of one round are close in time, so their ratio is less exposed to a drifting machine
+        "speedup_by_round": [round(counts["end_to_end"] / e / (counts["naive"] / n), 3)
+                             for e, n in zip(samples["end_to_end"], samples["naive"])],
+        "overhead_by_round": [round(counts["model_only"] / m / (counts["end_to_end"] / e) - 1, 3)
+                              for e, m in zip(samples["end_to_end"], samples["model_only"])],
+        "pipeline_overhead": fps["model_only"] / fps["end_to_end"] - 1.0,
+        "stage_times_s": summaries[-1]["time_s"],
+        # the ceiling: how close the model came to the device's best dense-kernel rate in this
+        # run, and the frames/s the model alone would give at that rate
+        "gflop_per_frame": gflop, "peak_gflops": max(peaks), "peak_gflops_samples": [round(p, 1) for p in peaks],
+        "model_only_gflops": fps["model_only"] * gflop, "fps_at_peak": max(peaks) / gflop,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }  # fmt: skip

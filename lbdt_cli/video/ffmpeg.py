@@ -1,0 +1,305 @@
+"""Every ffmpeg process of the package: probing, decoding to raw frames, encoding from raw frames.
+
+    info = probe_file(path)                          # parses the banner of `ffmpeg -i` (no ffprobe)
+    reader = FFmpegReader(info, start)               # raw rgb24 frames from a pipe
+    writer = FFmpegWriter(path, w, h, fps, "rgb24", h264_args(w, h))   # raw frames into a file
+    frames = decode_video(path); encode_video(frames, path, fps)       # whole clips (small data)
+
+The binary is `ffmpeg` on PATH, else the one the imageio-ffmpeg wheel carries.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from lbdt_cli.errors import InputError, OutputError
+from lbdt_cli.video.info import DEFAULT_FOLDER_FPS, VideoInfo
+
+__all__ = [
+    "ffmpeg_exe",
+    "probe_file",
+    "count_file_frames",
+    "ffmpeg_error",
+    "FFmpegReader",
+    "FFmpegWriter",
+    "h264_args",
+    "decode_video",
+    "encode_video",
+]
+
+
+@lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary: `ffmpeg` on PATH, else the one bundled with imageio-ffmpeg."""
+    exe = shutil.which("ffmpeg")
+    if exe:
+        return exe
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception as exc:  # noqa: BLE001 - any failure means the same thing to the user
+        raise InputError(f"ffmpeg not found: install ffmpeg or the imageio-ffmpeg package ({exc})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# probing
+
+_DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
+_STREAM = re.compile(r"^\s*Stream #\d+:(\d+)[^:]*:\s*(Video|Audio|Subtitle|Data|Attachment):\s*(.*)$")
+_SIZE = re.compile(r"(?:^|[\s,])(\d{1,6})x(\d{1,6})(?=[\s,\[]|$)")
+_FPS = re.compile(r"(\d+(?:\.\d+)?)(k?) (fps|tbr)\b")
+_ROTATION = re.compile(r"(?:rotation of|rotate\s*:)\s*(-?\d+(?:\.\d+)?)")
+
+
+def _parse_banner(path: Path, text: str) -> VideoInfo:
+    duration = None
+    m = _DURATION.search(text)
+    if m:
+        duration = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+    video = None  # (codec, w, h, fps, rotation)
+    has_audio, audio_codec = False, None
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        s = _STREAM.match(line)
+        if not s:
+            continue
+        kind, desc = s.group(2), s.group(3)
+        if kind == "Audio":
+            if not has_audio:
+                audio_codec = desc.split(None, 1)[0].rstrip(",") if desc else None
+            has_audio = True
+            continue
+        if kind != "Video" or video is not None or "attached pic" in desc:
+            continue
+        size = _SIZE.search(desc)
+        if not size:
+            continue
+        fps_values = {unit: float(v) * (1000 if k else 1) for v, k, unit in _FPS.findall(desc)}
+        fps = fps_values.get("fps") or fps_values.get("tbr") or 0.0
+        rotation = 0.0
+        for follow in lines[i + 1 :]:  # stream metadata / side data until the next stream
+            if _STREAM.match(follow) or not follow.startswith("    "):
+                break
+            r = _ROTATION.search(follow)
+            if r:
+                rotation = float(r.group(1))
+        video = (desc.split(None, 1)[0].rstrip(","), int(size.group(1)), int(size.group(2)), fps, rotation)
+    if video is None:
+        raise InputError(f"{path} has no video stream")
+    codec, w, h, fps, rotation = video
+    rot = int(round(rotation)) % 360
+    if rot in (90, 270):  # ffmpeg autorotates while decoding, so frames come out transposed
+        w, h = h, w
+    if fps <= 0 or fps > 1000:
+        fps = DEFAULT_FOLDER_FPS
+    num_frames = int(round(duration * fps)) if duration else None
+    return VideoInfo(str(path), w, h, fps, num_frames, duration, rot, has_audio, codec, audio_codec=audio_codec)
+
+
+def ffmpeg_error(text: str) -> str:
+    """The most telling line of an ffmpeg failure."""
+    for key in ("Invalid data found", "End of file", "Permission denied", "moov atom not found"):
+        if key in text:
+            return key.lower()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("  ")]
+    return lines[-1] if lines else "ffmpeg failed"
+
+
+def probe_file(path: str | os.PathLike) -> VideoInfo:
+    """Size (after rotation), fps, frame-count estimate, audio and codec of a video file.
+    InputError when ffmpeg cannot read it or it has no video stream."""
+    path = Path(path)
+    try:
+        proc = subprocess.run(
+            [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+            capture_output=True, text=True, errors="replace", timeout=60,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise InputError(f"{path}: ffmpeg took over 60 s to read the header") from None
+    text = proc.stderr
+    if "Input #0" not in text:
+        raise InputError(f"{path} is not a video file ffmpeg can read ({ffmpeg_error(text)})")
+    return _parse_banner(path, text)
+
+
+def count_file_frames(path: str | os.PathLike) -> int:
+    """Exact number of video frames, by demuxing without decoding (fast, but reads the whole file)."""
+    proc = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
+        capture_output=True, text=True, errors="replace",
+    )  # fmt: skip
+    counts = re.findall(r"frame=\s*(\d+)", proc.stderr)
+    return int(counts[-1]) if counts else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# decoding and encoding processes
+
+
+class FFmpegReader:
+    """An ffmpeg process decoding the first video stream of `info.path` to raw rgb24 frames on a
+    pipe, from frame `start` on (as displayed: rotation applied); stderr drained on a thread."""
+
+    def __init__(self, info: VideoInfo, start: int = 0) -> None:
+        import ffmpeg  # ffmpeg-python builds the command line
+
+        # One decoder thread: the model needs the cores, and decoding is never the bottleneck here.
+        stream = ffmpeg.input(info.path, threads=1)["v:0"]  # first video stream; autorotate is the default
+        if start > 0:  # drop frames before the selection ahead of the rgb conversion
+            stream = stream.filter("select", f"gte(n,{start})")
+        out = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *out.get_args()]
+        self.frame_bytes = info.width * info.height * 3
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._stderr: collections.deque[bytes] = collections.deque(maxlen=50)
+        self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._drain.start()
+
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._stderr.append(line)
+
+    def read(self) -> bytearray | None:
+        """One frame's bytes in a fresh (writable) buffer, or None at the end of the stream."""
+        assert self.proc.stdout is not None
+        buf = bytearray(self.frame_bytes)
+        view, got = memoryview(buf), 0
+        while got < self.frame_bytes:
+            n = self.proc.stdout.readinto(view[got:])
+            if not n:
+                return None
+            got += n
+        return buf
+
+    def error_text(self) -> str:
+        """Waits for ffmpeg to exit; its last stderr lines."""
+        self.proc.wait()
+        self._drain.join(timeout=5)
+        return b"".join(self._stderr).decode("utf-8", "replace")
+
+    def close(self) -> None:
+        """Stops ffmpeg if it is still running (the caller stopped early)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+        self.proc.wait()
+        self._drain.join(timeout=5)
+
+
+class FFmpegWriter:
+    """An ffmpeg process encoding raw frames from a pipe into a video file.
+
+    write() each frame, then close() (OutputError if ffmpeg failed) or abort() (kills it)."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: float, pix_fmt_in: str, codec_args: list[str],
+                 extra_inputs: list[str] | None = None, maps: list[str] | None = None,
+                 threads: int | None = 1) -> None:  # fmt: skip
+        self.path = Path(path)
+        self._log = tempfile.TemporaryFile()
+        cmd = [
+            ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", pix_fmt_in, "-s", f"{width}x{height}", "-r", f"{fps:.6g}", "-i", "pipe:0",
+            *(extra_inputs or []), *(maps or []), *codec_args,
+            # encoding runs beside the model; leave it the cores (None: ffmpeg's default)
+            *(["-threads", str(threads)] if threads else []),
+            str(self.path),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log)
+
+    def write(self, data: np.ndarray) -> None:
+        try:
+            self.proc.stdin.write(np.ascontiguousarray(data).tobytes())
+        except (BrokenPipeError, OSError):
+            raise OutputError(f"ffmpeg stopped while writing {self.path.name}: {self._error()}") from None
+
+    def _error(self) -> str:
+        self.proc.wait()
+        self._log.seek(0)
+        lines = [ln for ln in self._log.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+        return lines[-1].strip() if lines else f"exit code {self.proc.returncode}"
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        if self.proc.wait() != 0:
+            raise OutputError(f"ffmpeg could not write {self.path.name}: {self._error()}")
+        self._log.close()
+
+    def abort(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait()
+        self._log.close()
+
+
+def h264_args(width: int, height: int, lossless: bool = False) -> list[str]:
+    """H.264 output options for an mp4 that plays everywhere."""
+    # yuv420p needs even sizes; odd-sized clips keep their exact size with yuv444p instead of padding.
+    pix = "yuv420p" if width % 2 == 0 and height % 2 == 0 and not lossless else "yuv444p"
+    quality = ["-qp", "0"] if lossless else ["-crf", "18"]
+    return ["-c:v", "libx264", "-preset", "veryfast", *quality, "-pix_fmt", pix, "-movflags", "+faststart"]
+
+
+# ---------------------------------------------------------------------------------------------
+# whole clips in memory (generated data: small)
+
+
+def decode_video(path: str | os.PathLike) -> np.ndarray:
+    """Every frame of a video file as uint8 [T, H, W, 3]. InputError if it cannot be decoded."""
+    info = probe_file(path)
+    reader = FFmpegReader(info)
+    try:
+        frames = []
+        while (data := reader.read()) is not None:
+            frames.append(np.frombuffer(data, np.uint8).reshape(info.height, info.width, 3))
+        text = reader.error_text()
+        if reader.proc.returncode != 0 or not frames:
+            raise InputError(f"{path}: cannot decode video ({ffmpeg_error(text)})")
+    finally:
+        reader.close()
+    return np.stack(frames)
+
+
+_CODECS = {
+    "lossless": ["-c:v", "libx264rgb", "-qp", "0", "-preset", "veryfast", "-pix_fmt", "rgb24"],  # exact RGB
+    "compatible": ["-c:v", "libx264", "-crf", "12", "-preset", "veryfast", "-pix_fmt", "yuv420p"],  # plays anywhere
+}
+
+
+def encode_video(frames: np.ndarray, path: str | os.PathLike, fps: float, codec: str = "lossless") -> None:
+    """Write uint8 [T, H, W, 3] frames as an H.264 mp4: `lossless` (an exact RGB round trip through
+    any ffmpeg-based reader) or `compatible` (yuv420p, slightly lossy). OutputError if ffmpeg fails."""
+    if codec not in _CODECS:
+        raise ValueError(f"unknown codec {codec!r} (lossless or compatible)")
+    h, w = frames.shape[1:3]
+    writer = FFmpegWriter(Path(path), w, h, fps, "rgb24", ["-an", *_CODECS[codec], "-r", f"{fps:.6g}", "-f", "mp4"],
+                          threads=None)  # fmt: skip
+    try:
+        writer.write(frames)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()

@@ -1,0 +1,155 @@
+"""All outputs of one clip: `OUT/<clip>/`, built under a hidden temporary name beside it and renamed
+into place only when every writer has finished (`VideoOutputs.finish`). On an error or Ctrl-C the
+temporary folder is deleted, so a half-written output never appears under the final name."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lbdt_cli.errors import LbdtError, OutputError
+from lbdt_cli.utils.atomic import atomic_dir, check_writable_output
+from lbdt_cli.video.info import Frame, VideoInfo
+from lbdt_cli.video.writers import (
+    H5Writer, MaskVideoWriter, OverlayWriter, PaletteWriter, PngWriter, SegmentMeta, SummaryWriter, Writer,
+    expr_dir_name,
+)  # fmt: skip
+
+__all__ = ["FORMATS", "parse_formats", "VideoOutputs"]
+
+FORMATS = ("h5", "png", "mask-video", "overlay")
+
+
+def parse_formats(text: str) -> list[str]:
+    """'h5,png' -> ['h5', 'png']; 'all' -> every format. LbdtError on an unknown name."""
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if names == ["all"]:
+        return list(FORMATS)
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown:
+        raise LbdtError(f"unknown --format {', '.join(unknown)} (choose from {', '.join(FORMATS)}, or all)")
+    return list(dict.fromkeys(names))
+
+
+class VideoOutputs:
+    """All writers of one clip, in a temporary folder renamed to `final_dir` by `finish`.
+
+        with VideoOutputs(final_dir, info, meta, formats=["h5", "png"], overwrite=False) as out:
+            for frame, probs in ...:
+                out.write(frame, probs)
+            summary = out.finish(timings)
+    """
+
+    def __init__(self, final_dir: str | os.PathLike, info: VideoInfo, meta: SegmentMeta, formats: Sequence[str],
+                 *, save_probs: bool = False, palette: bool = False, lossless: bool = False,
+                 overwrite: bool = False) -> None:  # fmt: skip
+        self.final_dir = Path(final_dir)
+        self.info, self.meta = info, meta
+        self.formats = list(formats)
+        self.options = dict(save_probs=save_probs, palette=palette, lossless=lossless)
+        self.overwrite = overwrite
+        self.writers: list[Writer] = []
+        self.summary_writer: SummaryWriter | None = None
+        self._stack: ExitStack | None = None
+        self.root: Path | None = None
+        self.finished = False
+
+    def __enter__(self) -> "VideoOutputs":
+        check_writable_output(self.final_dir, self.overwrite)
+        self._stack = ExitStack()
+        self.root = self._stack.enter_context(atomic_dir(self.final_dir, overwrite=self.overwrite))
+        try:
+            self._open_writers()
+        except BaseException:
+            self._abort_writers()
+            self._stack.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def _planned_writers(self) -> list[Writer]:
+        root, info, meta, o = self.root, self.info, self.meta, self.options
+        planned: list[Writer] = []
+        if "h5" in self.formats:
+            planned.append(H5Writer(root, info, meta, save_probs=o["save_probs"]))
+        if "png" in self.formats:
+            planned.append(PngWriter(root, info, meta))
+        if o["palette"]:
+            planned.append(PaletteWriter(root, info, meta))
+        if "mask-video" in self.formats:
+            planned.append(MaskVideoWriter(root, info, meta, lossless=o["lossless"]))
+        if "overlay" in self.formats:
+            planned.append(OverlayWriter(root, info, meta))
+        self.summary_writer = SummaryWriter(root, info, meta)
+        return planned + [self.summary_writer]
+
+    def _open_writers(self) -> None:
+        for e in range(len(self.meta.expressions)):
+            (self.root / expr_dir_name(e)).mkdir(exist_ok=True)
+        for w in self._planned_writers():
+            self.writers.append(w)  # aborted with the others if open() fails part-way
+            w.open()
+
+    def write(self, frame: Frame, probs: np.ndarray) -> None:
+        """probs: float32 [E, H, W] at the clip's own size; thresholded here (> threshold)."""
+        masks = (probs > self.meta.threshold).astype(np.uint8)
+        for w in self.writers:
+            w.write(frame, probs, masks)
+
+    def write_attention(self, name: str, image: np.ndarray) -> None:
+        import cv2
+
+        d = self.root / "attention"
+        d.mkdir(exist_ok=True)
+        cv2.imwrite(str(d / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+    def _manifest(self) -> dict:
+        files = {"summary": "summary.json"}
+        if "h5" in self.formats:
+            files["h5"] = "masks.h5"
+        if "overlay" in self.formats:
+            files["overlay"] = "overlay.mp4"
+        if self.options["palette"]:
+            files["palette"] = "palette/<frame>.png"
+        per_expr = {}
+        if "png" in self.formats:
+            per_expr["png"] = "masks/<frame>.png"
+        if "mask-video" in self.formats:
+            per_expr["mask_video"] = "mask.mp4"
+        return {
+            "source": self.meta.source,
+            "expressions": {expr_dir_name(e): t for e, t in enumerate(self.meta.expressions)},
+            "files": files,
+            "per_expression_files": per_expr,
+            "frame_file_names": "<frame> is the source frame index, 6 digits (000000.png)",
+        }
+
+    def finish(self, timings: dict | None = None) -> dict:
+        """Close every writer, write manifest.json and summary.json, move the folder into place."""
+        for w in self.writers:
+            w.close()
+        with open(self.root / "manifest.json", "w") as f:
+            json.dump(self._manifest(), f, indent=1, ensure_ascii=False)
+            f.write("\n")
+        summary = self.summary_writer.finish(timings)
+        self.finished = True
+        self._stack.__exit__(None, None, None)  # renames the temporary folder onto final_dir
+        return summary
+
+    def _abort_writers(self) -> None:
+        for w in self.writers:
+            w.abort()
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.finished:
+            return False
+        if exc_type is None:  # left without finish(): treat as a failure, leave nothing behind
+            exc_type, exc = OutputError, OutputError(f"{self.final_dir} was not finished")
+        self._abort_writers()
+        self._stack.__exit__(exc_type, exc, tb)  # deletes the temporary folder
+        return False
