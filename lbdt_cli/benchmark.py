@@ -8,7 +8,6 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -18,6 +17,7 @@ import torch
 
 from lbdt_cli.errors import LbdtError
 from lbdt_cli.flops import example_inputs, frame_gflop
+from lbdt_cli.runtime import autocast, precision_dtype, resolve_device
 from lbdt_cli.utils.memory import peak_rss_mb
 
 if TYPE_CHECKING:
@@ -66,10 +66,8 @@ def peak_rate(device: str | torch.device = "cpu", precision: str = "fp32", repea
     a kernel is slow, e.g. bf16 on a CPU without bf16 units: about `budget_s` per kernel). A
     practical ceiling for a compute-bound forward pass, measured in the same process rather than
     taken from a data sheet."""
-    from lbdt_cli.engine import PRECISION_DTYPES, resolve_device
-
-    dev = resolve_device(str(device))
-    dtype = PRECISION_DTYPES[precision]
+    dev = resolve_device(device)
+    dtype = precision_dtype(precision)
     n, batch = (8192, 64) if dev.type == "cuda" else (1024, 8)
 
     def best_rate(fn, flop: int) -> float:
@@ -91,9 +89,8 @@ def measure_speed(model, size: int, device: str = "auto", batch_sizes=(1, 4), pr
                   repeats: int = 3) -> list[SpeedResult]:
     """Frames per second of the forward pass: a naive baseline (batch 1, fp32, eager, text
     encoded per frame) first, then the tuned path (text encoded once, batched, chosen precision)."""
-    from lbdt_cli.engine import PRECISION_DTYPES, resolve_device
-
     dev = resolve_device(device)
+    precision_dtype(precision)  # an unknown name fails before any timing
     model = model.eval().to(dev)
     results = []
     with torch.inference_mode():
@@ -109,8 +106,6 @@ def measure_speed(model, size: int, device: str = "auto", batch_sizes=(1, 4), pr
         if channels_last:
             tuned = tuned.to(memory_format=torch.channels_last)
         forward = torch.compile(tuned.forward_with_text) if compile else tuned.forward_with_text
-        dtype = PRECISION_DTYPES[precision]
-        autocast = (lambda: torch.autocast(dev.type, dtype=dtype)) if precision != "fp32" else nullcontext
         for batch in batch_sizes:
             image, diff, words, mask = example_inputs(model, batch, size, dev)
             if channels_last:
@@ -118,7 +113,7 @@ def measure_speed(model, size: int, device: str = "auto", batch_sizes=(1, 4), pr
             text = tuned.encode_text(words[:1], mask[:1]).index([0] * batch)
 
             def run():
-                with autocast():
+                with autocast(dev, precision):
                     forward(image, diff, text)
 
             t = _median_time(run, dev, warmup, repeats)

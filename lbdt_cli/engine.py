@@ -30,29 +30,11 @@ import torch.nn.functional as F
 
 from lbdt_cli.errors import LbdtError
 from lbdt_cli.model.preprocess import frame_difference, normalize_frames, previous_frame_index
+from lbdt_cli.runtime import autocast, precision_dtype, resolve_device
 
-__all__ = ["Predictor", "FramePrediction", "Timings", "resolve_device", "PRECISION_DTYPES"]
+__all__ = ["Predictor", "FramePrediction", "Timings"]
 
-PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _END = object()
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' -> first CUDA device if any, else CPU. LbdtError for a CUDA device that is not there."""
-    if device in ("auto", "", None):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise LbdtError(f"unknown --device {device!r} (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise LbdtError(f"--device {device}: no CUDA GPU is available here (use cpu or auto)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise LbdtError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type != "cpu":
-        raise LbdtError(f"unsupported --device {device!r} (use auto, cpu, cuda or cuda:N)")
-    return dev
 
 
 @dataclass
@@ -152,13 +134,10 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto", precision: str = "fp32",
                  batch_size: int = 8, input_size: int | None = None, interval: int | None = None,
                  channels_last: bool = True, fold_batchnorm: bool = True) -> None:  # fmt: skip
-        if precision not in PRECISION_DTYPES:
-            raise LbdtError(f"unknown --precision {precision!r} (use fp32, fp16 or bf16)")
         if batch_size < 1:
             raise LbdtError(f"--batch-size must be >= 1, got {batch_size}")
-        self.device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
-        if precision == "fp16" and self.device.type != "cuda":
-            raise LbdtError("--precision fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
+        self.device = resolve_device(device)
+        precision_dtype(precision, self.device)  # checks the name, and fp16 only on CUDA
         self.precision = precision
         self.batch_size = batch_size
         self.input_size = int(input_size or model.config.input_size)
@@ -187,9 +166,7 @@ class Predictor:
     # ------------------------------------------------------------------ model
 
     def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=PRECISION_DTYPES[self.precision])
+        return autocast(self.device, self.precision)
 
     def _preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device, non_blocking=True)

@@ -12,7 +12,8 @@ import pytest
 
 from lbdt_cli.cli import main
 from lbdt_cli.model import build_model, save_checkpoint
-from lbdt_cli.video.pipeline import default_checkpoint, shard_for_rank, split_inputs_and_expressions
+from lbdt_cli.runtime import dist_env, shard
+from lbdt_cli.video.pipeline import default_checkpoint, split_inputs_and_expressions
 from video_clips import H, N, W, make_clips
 
 EXPRS = ["the red circle", "a square moving left"]
@@ -120,8 +121,10 @@ def test_argument_split_and_sharding(clips):
     assert split_inputs_and_expressions([mp4, "a man", "b.mp4"]) == ([mp4], ["a man", "b.mp4"])
     assert split_inputs_and_expressions([mp4, "missing.mkv", "a dog"]) == ([mp4, "missing.mkv"], ["a dog"])
     assert split_inputs_and_expressions([mp4, "x"], ["e1"]) == ([mp4, "x"], ["e1"])
-    assert shard_for_rank(list("abcde"), {"WORLD_SIZE": "2", "RANK": "1"}) == (["b", "d"], 1, 2)
-    assert shard_for_rank(list("ab"), {}) == (["a", "b"], 0, 1)
+    env = dist_env({"WORLD_SIZE": "2", "RANK": "1"})
+    assert (shard(list("abcde"), env), env.rank, env.world_size) == (["b", "d"], 1, 2)
+    env = dist_env({})
+    assert (shard(list("ab"), env), env.rank, env.world_size) == (["a", "b"], 0, 1)
     assert default_checkpoint() is None or default_checkpoint().name == "lbdt_shapes_demo.pt"
 
 

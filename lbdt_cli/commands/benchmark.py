@@ -37,13 +37,14 @@ def register(app: typer.Typer) -> None:
         from lbdt_cli.benchmark import measure_speed, peak_rate
         from lbdt_cli.flops import count_cost
         from lbdt_cli.model import build_model, list_configs, load_checkpoint
+        from lbdt_cli.runtime import precision_dtype, resolve_device
 
         if (model is None) == (checkpoint is None):
             raise LbdtError("give exactly one of --model NAME or --checkpoint PATH")
         if model is not None and model not in list_configs():
             raise LbdtError(f"unknown model {model!r}; choose from {', '.join(list_configs())}")
-        if precision not in ("fp32", "fp16", "bf16"):
-            raise LbdtError(f"unknown --precision {precision!r}; choose fp32, fp16 or bf16")
+        precision_dtype(precision)
+        run_device = resolve_device(device) if speed else None
         try:
             sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
         except ValueError:
@@ -64,19 +65,17 @@ def register(app: typer.Typer) -> None:
             result["relative_to_paper"] = round(report.gmacs / ref["gflops"] - 1, 5)
         speed_rows = []
         if speed:
-            speed_rows = measure_speed(net, size, device, sizes, precision, channels_last, compile,
+            speed_rows = measure_speed(net, size, run_device, sizes, precision, channels_last, compile,
                                        fold_bn=fold_bn, repeats=repeats)
             base = speed_rows[0].fps
             gflop_per_pair = 2 * report.gmacs / (frames // 2)
-            peak = peak_rate(device, precision)
+            peak = peak_rate(run_device, precision)
             result["peak_gflops"] = round(peak, 1)
             result["speed"] = [{"setting": r.label, "batch": r.batch, "fps": round(r.fps, 3),
                                 "ms_per_frame": round(1000 / r.fps, 2), "speedup_vs_baseline": round(r.fps / base, 3),
                                 "gflops": round(r.fps * gflop_per_pair, 1)}
                                for r in speed_rows]
-            from lbdt_cli.engine import resolve_device
-
-            device = str(resolve_device(device))
+            device = str(run_device)
             result["device"] = device
         if as_json:
             typer.echo(json.dumps(result))

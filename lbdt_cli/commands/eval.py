@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -133,10 +132,13 @@ def register(app: typer.Typer) -> None:
         if save_masks is not None:
             check_writable_output(save_masks, overwrite)
 
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
+        from lbdt_cli.runtime import dist_env, resolve_device
+
+        env = dist_env()
+        world_size, rank = env.world_size, env.rank
         model = embedder = None
         if predictions is None:
+            run_device = resolve_device(device, env)  # a wrong --device fails before the model loads
             checkpoint = checkpoint or ev.default_checkpoint(dataset)
             if checkpoint is None:
                 raise LbdtError("--checkpoint is required (or --predictions DIR to score saved masks)")
@@ -160,16 +162,16 @@ def register(app: typer.Typer) -> None:
             elif world_size > 1:
                 if save_masks is not None:
                     raise LbdtError("--save-masks is not supported with torchrun (several processes); run it once")
-                result = _distributed(ev, ds, model, embedder, protocol, strict, batch_size, device, limit,
-                                      advance, rank, world_size)
+                result = _distributed(ev, ds, model, embedder, protocol, strict, batch_size, run_device, limit,
+                                      advance, env)
             elif save_masks is not None:
                 with atomic_dir(save_masks, overwrite=overwrite) as tmp:
                     result = ev.evaluate_model(ds, model, embedder, protocol=protocol, strict=strict,
-                                               batch_size=batch_size, device=device, limit=limit,
+                                               batch_size=batch_size, device=run_device, limit=limit,
                                                save_masks=tmp, progress=advance)
             else:
                 result = ev.evaluate_model(ds, model, embedder, protocol=protocol, strict=strict,
-                                           batch_size=batch_size, device=device, limit=limit, progress=advance)
+                                           batch_size=batch_size, device=run_device, limit=limit, progress=advance)
         if checkpoint is not None and predictions is None:
             result.meta["checkpoint"] = str(checkpoint)
         if rank != 0:
@@ -187,19 +189,15 @@ def register(app: typer.Typer) -> None:
             console.print(f"[green]wrote[/] masks to {save_masks}/", highlight=False)
 
 
-def _distributed(ev, ds, model, embedder, protocol, strict, batch_size, device, limit, advance, rank, world_size):
+def _distributed(ev, ds, model, embedder, protocol, strict, batch_size, device, limit, advance, env):
     """torchrun: each rank scores every world_size-th video; I/U per sample are gathered on all ranks."""
-    import torch
-    import torch.distributed as dist
+    from lbdt_cli.runtime import close_distributed, init_distributed
 
-    backend = "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend)
-    if backend == "nccl" and device == "auto":
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    init_distributed(device, env)
     try:
         part = ev.evaluate_model(ds, model, embedder, protocol=protocol, strict=strict, batch_size=batch_size,
-                                 device=device, limit=limit, progress=advance, rank=rank, world_size=world_size)
+                                 device=device, limit=limit, progress=advance, rank=env.rank,
+                                 world_size=env.world_size)
         return ev.gather_result(part, ds)
     finally:
-        dist.destroy_process_group()
+        close_distributed()

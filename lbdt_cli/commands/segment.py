@@ -14,7 +14,6 @@ written; 130 interrupted (Ctrl-C). Nothing half-written is left in any case.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -96,8 +95,9 @@ def register(app: typer.Typer) -> None:
         """
         from lbdt_cli.video.pipeline import (
             Segmenter, VideoJob, check_expressions, check_selection, default_checkpoint, plan_outputs, resolve_inputs,
-            shard_for_rank, split_inputs_and_expressions,
+            split_inputs_and_expressions,
         )  # fmt: skip
+        from lbdt_cli.runtime import dist_env, shard
         from lbdt_cli.video.outputs import parse_formats
         from lbdt_cli.video.reader import probe
         from lbdt_cli.utils.atomic import check_writable_output
@@ -111,7 +111,9 @@ def register(app: typer.Typer) -> None:
         expressions = check_expressions(expressions)
         clips = resolve_inputs(inputs)
         outputs = plan_outputs(clips, output)
-        clips_outs, rank, world = shard_for_rank(list(zip(clips, outputs)))
+        env = dist_env()
+        rank, world = env.rank, env.world_size
+        clips_outs = shard(list(zip(clips, outputs)), env)
         jobs = [VideoJob(c, o, probe(c)) for c, o in clips_outs]
         for job in jobs:
             check_selection(job.info, start, end, stride)
@@ -124,8 +126,6 @@ def register(app: typer.Typer) -> None:
                 raise CheckpointError("no --checkpoint given and the demo checkpoint weights/lbdt_shapes_demo.pt "
                                       "is not there; pass --checkpoint PATH")  # fmt: skip
         show = not (quiet or as_json)
-        if device == "auto" and world > 1:  # one GPU per rank when present, else CPU
-            device = f"cuda:{os.environ.get('LOCAL_RANK', rank)}" if _cuda_available() else "cpu"
 
         with err_console.status("loading model...", spinner="dots") if show else _Null():
             seg = Segmenter(checkpoint, glove, device, precision, batch_size, size, interval, threshold)
@@ -183,12 +183,6 @@ def register(app: typer.Typer) -> None:
         if as_json:
             doc = {"videos": [_brief(s) for s in results], "warnings": warnings, "rank": rank, "world_size": world}
             sys.stdout.write(json.dumps(doc, indent=1) + "\n")
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _brief(summary: dict) -> dict:

@@ -104,8 +104,9 @@ def validate(cfg: TrainConfig) -> None:
     missing files and folders exit 3 (InputError)."""
     if cfg.dataset not in TRAIN_DATASETS:
         raise LbdtError(f"--dataset: unknown dataset {cfg.dataset!r} (choose from {', '.join(TRAIN_DATASETS)})")
-    if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):
-        raise LbdtError(f"--device: unknown device {cfg.device!r} (auto, cpu, cuda, cuda:N)")
+    from lbdt_cli.runtime import resolve_device
+
+    resolve_device(cfg.device)  # LbdtError for an unknown device or a GPU that is not there
     for name in ("epochs", "batch_size", "accumulate", "log_every", "shapes_train_clips", "shapes_val_clips",
                  "shapes_frames", "shapes_size", "interval", "threads", "max_steps", "epoch_samples", "val_samples"):
         value = getattr(cfg, name)
@@ -126,5 +127,3 @@ def validate(cfg: TrainConfig) -> None:
         p = getattr(cfg, name)
         if p is not None and not Path(p).is_file():
             raise InputError(f"--{name.replace('_', '-')} file not found: {p}")
-    if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):
-        raise InputError(f"unknown device {cfg.device!r} (auto, cpu, cuda, cuda:N)")

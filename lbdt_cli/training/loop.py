@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from lbdt_cli.errors import CheckpointError, InputError, LbdtError, OutputError
+from lbdt_cli.runtime import autocast, close_distributed, dist_env, init_distributed, resolve_device
 from lbdt_cli.training.config import TrainConfig
 from lbdt_cli.training.data import ResumableSampler, build_datasets, collate, prepare_batch
 from lbdt_cli.training.loss import lbdt_loss
@@ -50,24 +51,17 @@ def set_rng_state(state: dict) -> None:
 
 
 class Dist:
-    """torchrun environment: RANK / WORLD_SIZE / LOCAL_RANK (single process when unset)."""
+    """This process in a torchrun launch (one process when RANK / WORLD_SIZE are unset): its
+    device, and the process group when there are several."""
 
     def __init__(self, device_pref: str):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        use_cuda = torch.cuda.is_available() and device_pref != "cpu"
-        if device_pref.startswith("cuda") and not torch.cuda.is_available():
-            raise LbdtError(f"--device {device_pref}: no CUDA device is available")
-        if use_cuda:
-            self.device = torch.device(device_pref if ":" in device_pref else f"cuda:{self.local_rank}")
-            torch.cuda.set_device(self.device)
-        else:
-            self.device = torch.device("cpu")
-        self.started = False
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if use_cuda else "gloo")
-            self.started = True
+        env = dist_env()
+        self.world, self.rank, self.local_rank = env.world_size, env.rank, env.local_rank
+        dev = resolve_device(device_pref, env)
+        if dev.type == "cuda" and dev.index is None:  # DDP and pinned memory want the GPU's number
+            dev = torch.device("cuda", env.local_rank)
+        self.device = dev
+        self.started = init_distributed(dev, env)
 
     @property
     def main(self) -> bool:
@@ -78,8 +72,8 @@ class Dist:
             dist.barrier()
 
     def close(self) -> None:
-        if self.started and dist.is_initialized():
-            dist.destroy_process_group()
+        if self.started:
+            close_distributed()
 
 
 class TrainModule(torch.nn.Module):
@@ -236,9 +230,7 @@ def validate(model, loader, words: _Words, size: int, device, amp: bool) -> dict
 
 
 def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return nullcontext()
+    return autocast(device, "fp16" if amp and device.type == "cuda" else "fp32")
 
 
 # ----------------------------------------------------------------------------------------------- train

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 from lbdt_cli.weights import default_checkpoint  # noqa: F401  (re-exported for the segment command)
 from lbdt_cli.errors import InputError, LbdtError
+from lbdt_cli.runtime import dist_env, precision_dtype, resolve_device
 from lbdt_cli.utils.memory import peak_rss_mb
 from lbdt_cli.video.draw import render_attention
 from lbdt_cli.video.info import VideoInfo
@@ -30,7 +31,6 @@ __all__ = [
     "split_inputs_and_expressions",
     "check_expressions",
     "plan_outputs",
-    "shard_for_rank",
     "check_selection",
 ]
 
@@ -117,16 +117,6 @@ def plan_outputs(clips: Sequence[Path], out_root: Path) -> list[Path]:
     return dirs
 
 
-def shard_for_rank(items: Sequence, env: dict | None = None) -> tuple[list, int, int]:
-    """Under torchrun (WORLD_SIZE/RANK set), rank r takes items r::world. Returns (items, rank, world)."""
-    env = os.environ if env is None else env
-    world = int(env.get("WORLD_SIZE", "1") or 1)
-    rank = int(env.get("RANK", "0") or 0)
-    if world <= 1:
-        return list(items), 0, 1
-    return list(items)[rank::world], rank, world
-
-
 @dataclass
 class VideoJob:
     source: Path
@@ -173,8 +163,12 @@ class Segmenter:
             raise LbdtError(f"--threshold must be between 0 and 1, got {self.threshold}")
         if self.glove is not None and not Path(self.glove).is_file():
             raise InputError(f"GloVe file not found: {self.glove}")
+        # Flags first, so a wrong --device or --precision fails before the model loads; under
+        # torchrun each rank takes its own GPU.
+        device = resolve_device(self.device, dist_env())
+        precision_dtype(self.precision, device)
         # The predictor keeps an inference copy (BatchNorm folded); the loaded model is not kept.
-        self.predictor = Predictor(load_checkpoint(self.checkpoint, map_location="cpu"), self.device,
+        self.predictor = Predictor(load_checkpoint(self.checkpoint, map_location="cpu"), device,
                                    self.precision, self.batch_size, self.input_size, self.interval)  # fmt: skip
         self.model = self.predictor.model
         self.embedder = TextEmbedder.for_model(self.model, self.glove)
