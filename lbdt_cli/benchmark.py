@@ -139,10 +139,9 @@ def benchmark_segment(seg: Segmenter, job: VideoJob, formats: Sequence[str], *, 
     drifts) and each run's median time is reported.
     """
     from lbdt_cli.engine import Predictor
-    from lbdt_cli.model import load_checkpoint
+    from lbdt_cli.model.preprocess import previous_frame_index
     from lbdt_cli.video.outputs import VideoOutputs
     from lbdt_cli.video.pipeline import VideoJob
-    from lbdt_cli.model.preprocess import previous_frame_index
     from lbdt_cli.video.reader import iter_frames
 
     if rounds < 1:
@@ -150,9 +149,10 @@ def benchmark_segment(seg: Segmenter, job: VideoJob, formats: Sequence[str], *, 
     say = progress or (lambda _m: None)
     pred = seg.predictor
     select = (lambda f: (f.index - start) % stride == 0) if stride > 1 else None
-    naive_model = load_checkpoint(seg.checkpoint, map_location="cpu")  # the model as built
-    naive_pred = Predictor(naive_model, pred.device, "fp32", 1, pred.input_size, pred.interval,
-                           channels_last=False, fold_batchnorm=False)
+    naive_pred = Predictor.from_checkpoint(seg.checkpoint, device=pred.device, precision="fp32", batch_size=1,
+                                           input_size=pred.input_size, interval=pred.interval,
+                                           channels_last=False, fold_batchnorm=False)  # the model as built
+    naive_model = naive_pred.model
     meta = seg.meta_for(job, start, end, stride)
     with tempfile.TemporaryDirectory(prefix="lbdt-bench-") as tmp:
         say("warm-up")

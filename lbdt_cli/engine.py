@@ -18,19 +18,21 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lbdt_cli.errors import LbdtError
+from lbdt_cli.errors import InputError, LbdtError
 from lbdt_cli.model.preprocess import frame_difference, normalize_frames, previous_frame_index
-from lbdt_cli.runtime import autocast, precision_dtype, resolve_device
+from lbdt_cli.runtime import autocast, dist_env, precision_dtype, resolve_device
 
 __all__ = ["Predictor", "FramePrediction", "Timings"]
 
@@ -119,11 +121,24 @@ class _Reader(threading.Thread):
         self.join(timeout=10)
 
 
+def _check_settings(device: torch.device, precision: str, batch_size: int, input_size: int | None,
+                    interval: int | None) -> None:
+    """The inference flags that need no model, checked before one is loaded."""
+    precision_dtype(precision, device)  # the name, and fp16 only on CUDA
+    if batch_size < 1:
+        raise LbdtError(f"--batch-size must be >= 1, got {batch_size}")
+    if input_size and input_size % 32:
+        raise LbdtError(f"--size must be a multiple of 32, got {input_size}")
+    if interval is not None and interval < 1:
+        raise LbdtError(f"--interval must be >= 1, got {interval}")
+
+
 class Predictor:
     """Runs an LBDT model on frames, in batches, with the text side encoded once per expression.
 
-        predictor = Predictor(model, device="auto", precision="fp32", batch_size=8)
-        text = predictor.encode_text(word_vectors, word_mask)       # [E, 25, 300], [E, 25]
+        predictor = Predictor.from_checkpoint("LBDT_4.pth", glove="glove.840B.300d.txt", device="auto")
+        vectors, mask, reports = predictor.embedder.embed(["the man in red"])
+        text = predictor.encode_text(vectors, mask)                 # [E, 25, 300], [E, 25]
         for pred in predictor.predict_stream(iter_frames(path), text):
             pred.probs                                               # float32 [E, H, W]
 
@@ -131,21 +146,42 @@ class Predictor:
     holds ceil(batch_size / E) frames.
     """
 
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike | None = None, *, glove: str | os.PathLike | None = None,
+                        device: str | torch.device = "auto", precision: str = "fp32", batch_size: int = 8,
+                        input_size: int | None = None, interval: int | None = None,
+                        **options) -> "Predictor":  # fmt: skip
+        """The one road from a checkpoint file to a model ready for inference, used by segment and
+        eval: every flag is checked first, then the checkpoint is loaded with its strict checks
+        (`load_checkpoint`), its text embedder made (GloVe for GloVe models), and the model moved
+        to the device in inference form. `path` None means the bundled demo checkpoint.
+        Under torchrun, `device="auto"` is this process's GPU."""
+        from lbdt_cli.model import load_checkpoint
+        from lbdt_cli.model.text import TextEmbedder
+        from lbdt_cli.weights import checkpoint_or_default
+
+        path = checkpoint_or_default(path)
+        dev = resolve_device(device, dist_env())
+        _check_settings(dev, precision, batch_size, input_size, interval)
+        if glove is not None and not Path(glove).is_file():
+            raise InputError(f"GloVe file not found: {glove}")
+        model = load_checkpoint(path, map_location="cpu")
+        embedder = TextEmbedder.for_model(model, glove)
+        predictor = cls(model, dev, precision, batch_size, input_size, interval, embedder=embedder, **options)
+        predictor.checkpoint = Path(path)
+        return predictor
+
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto", precision: str = "fp32",
                  batch_size: int = 8, input_size: int | None = None, interval: int | None = None,
-                 channels_last: bool = True, fold_batchnorm: bool = True) -> None:  # fmt: skip
-        if batch_size < 1:
-            raise LbdtError(f"--batch-size must be >= 1, got {batch_size}")
+                 channels_last: bool = True, fold_batchnorm: bool = True, embedder=None) -> None:  # fmt: skip
         self.device = resolve_device(device)
-        precision_dtype(precision, self.device)  # checks the name, and fp16 only on CUDA
+        _check_settings(self.device, precision, batch_size, input_size, interval)
         self.precision = precision
         self.batch_size = batch_size
         self.input_size = int(input_size or model.config.input_size)
-        if self.input_size % 32:
-            raise LbdtError(f"--size must be a multiple of 32, got {self.input_size}")
         self.interval = int(model.config.interval if interval is None else interval)
-        if self.interval < 1:
-            raise LbdtError(f"--interval must be >= 1, got {self.interval}")
+        self.embedder = embedder  # TextEmbedder for this model (from_checkpoint makes it)
+        self.checkpoint: Path | None = None
         # NHWC convolutions are ~25% faster with oneDNN on the CPU here, and suit tensor cores on GPUs.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model = model.eval()

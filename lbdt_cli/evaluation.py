@@ -1,8 +1,8 @@
 """`lbdt eval` as a library: run a model (or read a folder of masks) over a dataset's samples and score them.
 
     dataset = open_dataset("a2d", root, "test")
-    model, embedder = load_model_for_eval(checkpoint, glove)
-    result = evaluate_model(dataset, model, embedder, protocol="default")
+    predictor = Predictor.from_checkpoint(checkpoint, glove=glove, device="auto", batch_size=8)
+    result = evaluate_model(dataset, predictor, protocol="default")
     result.metrics            # {"P@0.5": ..., "AP": ..., "overall_iou": ..., "mean_iou": ..., ...}
     write_outputs(result, "runs/eval_a2d")  # metrics.json + samples.csv, atomically
 
@@ -72,13 +72,6 @@ def paper_reference(dataset: str, config_name: str | None) -> dict[str, dict]:
     return {f"paper {k.upper().replace('LBDT', 'LBDT-')}": v for k, v in ref.items()}
 
 
-def default_checkpoint(dataset: str) -> Path | None:
-    """The bundled demo checkpoint for `--dataset shapes` (see lbdt_cli.weights)."""
-    from lbdt_cli.weights import default_checkpoint as demo
-
-    return demo() if dataset == "shapes" else None
-
-
 def _accumulator(dataset: RvosDataset, strict: bool) -> MetricAccumulator:
     return MetricAccumulator(strict=strict, coco=True, davis=dataset.davis_metrics)
 
@@ -122,42 +115,29 @@ def _shard(groups: list, rank: int, world_size: int) -> list:
 # --------------------------------------------------------------------------- model side
 
 
-def load_model_for_eval(checkpoint: str | os.PathLike, glove: str | os.PathLike | None = None):
-    """(model in eval mode, TextEmbedder). CheckpointError / InputError with one-line messages."""
-    from lbdt_cli.model import load_checkpoint
-    from lbdt_cli.model.text import TextEmbedder
-
-    model = load_checkpoint(checkpoint, map_location="cpu")
-    return model, TextEmbedder.for_model(model, glove_path=glove)
-
-
 def evaluate_model(
     dataset: RvosDataset,
-    model,
-    embedder,
+    predictor,
     *,
     protocol: str = "default",
     strict: bool = False,
-    batch_size: int = 8,
-    device: str = "auto",
     limit: int | None = None,
     save_masks: str | os.PathLike | None = None,
     progress: Callable[[int], None] | None = None,
     rank: int = 0,
     world_size: int = 1,
 ) -> EvalResult:
-    """Run `model` on every sample (or the first `limit`) and score it. With world_size > 1 each rank takes
-    every world_size-th video; call `gather_result` afterwards to join the shards."""
+    """Run the model of `predictor` (`Predictor.from_checkpoint`) on every sample (or the first `limit`)
+    and score it. With world_size > 1 each rank takes every world_size-th video; call `gather_result`
+    afterwards to join the shards."""
     import torch
-
-    from lbdt_cli.engine import Predictor
 
     if protocol not in PROTOCOLS:
         raise LbdtError(f"unknown --protocol {protocol!r} (use {' or '.join(PROTOCOLS)})")
     samples = dataset.samples[:limit] if limit else dataset.samples
     if not samples:
         raise InputError(f"{dataset.name}: no samples to evaluate in {dataset.root}")
-    predictor = Predictor(model, device=device, batch_size=batch_size)
+    embedder, batch_size = predictor.embedder, predictor.batch_size
     size = predictor.input_size
     acc = _accumulator(dataset, strict)
     scores: dict[str, float] = {}
@@ -198,8 +178,7 @@ def evaluate_model(
                 progress(len(chunk))
     if mask_dir is not None:
         (mask_dir / SCORES_FILE).write_text(json.dumps(scores, indent=0, sort_keys=True))
-    cfg = getattr(model, "config", None)
-    meta = {"checkpoint_config": getattr(cfg, "name", None), "input_size": size,
+    meta = {"checkpoint_config": predictor.model.config.name, "input_size": size,
             "confidence": "mean sigmoid probability inside the mask",
             "interval": dataset.interval, "num_samples_total": len(dataset.samples), "limit": limit,
             "torch_threads": torch.get_num_threads()}

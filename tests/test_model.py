@@ -134,6 +134,21 @@ def test_half_precision_checkpoint_loads_as_fp32(tmp_path):
     assert torch.allclose(p, ref, atol=1e-2) and not torch.equal(p, ref)
 
 
+def test_stored_text_settings_are_checked_on_load(tmp_path):
+    from lbdt_cli.model.checkpoint import model_from_checkpoint, read_checkpoint
+
+    save_checkpoint(tmp_path / "t.pt", build_model("tiny"))
+    ckpt = read_checkpoint(tmp_path / "t.pt")
+    assert model_from_checkpoint(ckpt).text_settings["tokenizer"] == ckpt["text"]["tokenizer"]
+    for key, value, needle in (("tokenizer", "whitespace-v0", "tokenizer 'whitespace-v0'"),
+                               ("word_embedding", "glove", "word_embedding 'glove' but its model config has "
+                                                           "'learned'"),
+                               ("max_words", 30, "max_words 30")):
+        bad = {**ckpt, "text": {**ckpt["text"], key: value}}
+        with pytest.raises(CheckpointError, match=needle):
+            model_from_checkpoint(bad, source="t.pt")
+
+
 def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     bad = tmp_path / "notes.pth"
     bad.write_text("hello, not a checkpoint")

@@ -13,7 +13,8 @@ import pytest
 from lbdt_cli.cli import main
 from lbdt_cli.model import build_model, save_checkpoint
 from lbdt_cli.runtime import dist_env, shard
-from lbdt_cli.video.pipeline import default_checkpoint, split_inputs_and_expressions
+from lbdt_cli.video.pipeline import split_inputs_and_expressions
+from lbdt_cli.weights import default_checkpoint
 from video_clips import H, N, W, make_clips
 
 EXPRS = ["the red circle", "a square moving left"]

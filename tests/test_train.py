@@ -140,6 +140,22 @@ def test_bad_inputs_give_one_line_errors(argv, code, needle, capsys):
     assert needle in err and err.startswith("error:") and "Traceback" not in err
 
 
+def test_init_from_and_resume_get_the_strict_checkpoint_checks(tmp_path):
+    from lbdt_cli.errors import CheckpointError
+    from lbdt_cli.model import build_model, read_checkpoint, save_checkpoint
+
+    save_checkpoint(tmp_path / "w.pt", build_model("tiny"))
+    ckpt = read_checkpoint(tmp_path / "w.pt")
+    del ckpt["state_dict"][next(iter(ckpt["state_dict"]))]
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="1 missing keys"):
+        train(_cfg(tmp_path, "ft", init_from=str(tmp_path / "bad.pt"), max_steps=1))
+    (tmp_path / "run").mkdir()
+    torch.save({**ckpt, "training_state": {"step": 1}}, tmp_path / "run" / "last.pt")
+    with pytest.raises(CheckpointError, match="1 missing keys"):
+        train(_cfg(tmp_path, "run", max_steps=1), resume=True)
+
+
 def test_resume_without_a_run_is_an_input_error(tmp_path):
     with pytest.raises(InputError):
         train(_cfg(tmp_path, "none"), resume=True)

@@ -108,8 +108,6 @@ def register(app: typer.Typer) -> None:
             raise LbdtError(f"--root is required for --dataset {dataset}")
         if limit is not None and limit < 1:
             raise LbdtError("--limit must be at least 1")
-        if batch_size < 1:
-            raise LbdtError("--batch-size must be at least 1")
         if predictions is not None and save_masks is not None:
             raise LbdtError("--predictions scores existing masks; it cannot be combined with --save-masks")
         split = split or DEFAULT_SPLITS[dataset]
@@ -132,19 +130,20 @@ def register(app: typer.Typer) -> None:
         if save_masks is not None:
             check_writable_output(save_masks, overwrite)
 
-        from lbdt_cli.runtime import dist_env, resolve_device
+        from lbdt_cli.runtime import dist_env
 
         env = dist_env()
         world_size, rank = env.world_size, env.rank
-        model = embedder = None
+        predictor = None
         if predictions is None:
-            run_device = resolve_device(device, env)  # a wrong --device fails before the model loads
-            checkpoint = checkpoint or ev.default_checkpoint(dataset)
-            if checkpoint is None:
+            if checkpoint is None and dataset != "shapes":  # the demo checkpoint only knows shapes
                 raise LbdtError("--checkpoint is required (or --predictions DIR to score saved masks)")
-            model, embedder = ev.load_model_for_eval(checkpoint, glove)
+            from lbdt_cli.engine import Predictor
+
+            predictor = Predictor.from_checkpoint(checkpoint, glove=glove, device=device, batch_size=batch_size)
+            checkpoint = predictor.checkpoint
             if dataset == "shapes":
-                kwargs["interval"] = model.config.interval  # shapes follows the model's look-back
+                kwargs["interval"] = predictor.interval  # shapes follows the model's look-back
         ds = open_dataset(dataset, root, split, **kwargs)
         total = min(limit, len(ds)) if limit else len(ds)
 
@@ -162,16 +161,14 @@ def register(app: typer.Typer) -> None:
             elif world_size > 1:
                 if save_masks is not None:
                     raise LbdtError("--save-masks is not supported with torchrun (several processes); run it once")
-                result = _distributed(ev, ds, model, embedder, protocol, strict, batch_size, run_device, limit,
-                                      advance, env)
+                result = _distributed(ev, ds, predictor, protocol, strict, limit, advance, env)
             elif save_masks is not None:
                 with atomic_dir(save_masks, overwrite=overwrite) as tmp:
-                    result = ev.evaluate_model(ds, model, embedder, protocol=protocol, strict=strict,
-                                               batch_size=batch_size, device=run_device, limit=limit,
+                    result = ev.evaluate_model(ds, predictor, protocol=protocol, strict=strict, limit=limit,
                                                save_masks=tmp, progress=advance)
             else:
-                result = ev.evaluate_model(ds, model, embedder, protocol=protocol, strict=strict,
-                                           batch_size=batch_size, device=run_device, limit=limit, progress=advance)
+                result = ev.evaluate_model(ds, predictor, protocol=protocol, strict=strict, limit=limit,
+                                           progress=advance)
         if checkpoint is not None and predictions is None:
             result.meta["checkpoint"] = str(checkpoint)
         if rank != 0:
@@ -181,7 +178,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(result.metrics, indent=2))
             return
-        config_name = getattr(getattr(model, "config", None), "name", None)
+        config_name = predictor.model.config.name if predictor is not None else None
         _render(result, ev.paper_reference(dataset, config_name))
         if output is not None:
             console.print(f"[green]wrote[/] {output / 'metrics.json'} and {output / 'samples.csv'}", highlight=False)
@@ -189,15 +186,14 @@ def register(app: typer.Typer) -> None:
             console.print(f"[green]wrote[/] masks to {save_masks}/", highlight=False)
 
 
-def _distributed(ev, ds, model, embedder, protocol, strict, batch_size, device, limit, advance, env):
+def _distributed(ev, ds, predictor, protocol, strict, limit, advance, env):
     """torchrun: each rank scores every world_size-th video; I/U per sample are gathered on all ranks."""
     from lbdt_cli.runtime import close_distributed, init_distributed
 
-    init_distributed(device, env)
+    init_distributed(predictor.device, env)
     try:
-        part = ev.evaluate_model(ds, model, embedder, protocol=protocol, strict=strict, batch_size=batch_size,
-                                 device=device, limit=limit, progress=advance, rank=env.rank,
-                                 world_size=env.world_size)
+        part = ev.evaluate_model(ds, predictor, protocol=protocol, strict=strict, limit=limit, progress=advance,
+                                 rank=env.rank, world_size=env.world_size)
         return ev.gather_result(part, ds)
     finally:
         close_distributed()

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from lbdt_cli.errors import CheckpointError, LbdtError
+from lbdt_cli.errors import LbdtError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
         formats (see docs/segment-output.md).
         """
         from lbdt_cli.video.pipeline import (
-            Segmenter, VideoJob, check_expressions, check_selection, default_checkpoint, plan_outputs, resolve_inputs,
+            Segmenter, VideoJob, check_expressions, check_selection, plan_outputs, resolve_inputs,
             split_inputs_and_expressions,
         )  # fmt: skip
         from lbdt_cli.runtime import dist_env, shard
@@ -120,11 +120,6 @@ def register(app: typer.Typer) -> None:
         if not benchmark:
             for job in jobs:
                 check_writable_output(job.output, overwrite)
-        if checkpoint is None:
-            checkpoint = default_checkpoint()
-            if checkpoint is None:
-                raise CheckpointError("no --checkpoint given and the demo checkpoint weights/lbdt_shapes_demo.pt "
-                                      "is not there; pass --checkpoint PATH")  # fmt: skip
         show = not (quiet or as_json)
 
         with err_console.status("loading model...", spinner="dots") if show else _Null():

@@ -166,7 +166,23 @@ def _describe(keys: list[str], limit: int = 3) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def _check_text_settings(text: dict, config: LBDTConfig, source: str) -> None:
+    """The stored text settings must be the ones this version feeds the model: the same tokenizer,
+    and the word embedding, sentence length and word size of the config."""
+    problems = []
+    if text.get("tokenizer", TOKENIZER) != TOKENIZER:
+        problems.append(f"tokenizer {text['tokenizer']!r} (this version tokenizes as {TOKENIZER!r})")
+    for key in ("word_embedding", "max_words", "word_dim"):
+        if key in text and text[key] != getattr(config, key):
+            problems.append(f"{key} {text[key]!r} but its model config has {getattr(config, key)!r}")
+    if problems:
+        raise CheckpointError(f"{source}: text settings do not match: " + "; ".join(problems))
+
+
 def model_from_checkpoint(ckpt: dict, source: str = "checkpoint"):
+    """A ready LBDT module (eval mode) from a checkpoint dict (`read_checkpoint`), after strict
+    checks: config, every weight's name and shape, and the text settings. CheckpointError with
+    one line naming what does not match."""
     from lbdt_cli.model.lbdt import LBDT
 
     try:
@@ -189,6 +205,7 @@ def model_from_checkpoint(ckpt: dict, source: str = "checkpoint"):
         problems.append(f"{len(mismatched)} shape mismatches ({_describe(mismatched)})")
     if problems:
         raise CheckpointError(f"{source} does not match the {config.name} architecture: " + "; ".join(problems))
+    _check_text_settings(ckpt.get("text") or {}, config, source)
     model.load_state_dict(state)
     model.provenance = dict(ckpt.get("provenance") or {})
     model.text_settings = dict(ckpt.get("text") or {})

@@ -140,36 +140,27 @@ def _read_backbone(path: str) -> dict:
 
 
 def _build(cfg: TrainConfig, resume_ckpt: dict | None, backbone: dict | None = None):
-    from lbdt_cli.model import build_model
-    from lbdt_cli.model.configs import LBDTConfig
+    """The model to train: the run's own (--resume) or a checkpoint's (--init-from, with --interval /
+    --input-size applied), both through `model_from_checkpoint`'s strict checks as inference has
+    them; else a fresh one (with ImageNet backbones if given). Weights are initialised randomly once."""
+    from lbdt_cli.model import build_model, get_config, read_checkpoint
+    from lbdt_cli.model.checkpoint import model_from_checkpoint
 
     if resume_ckpt is not None:
-        from lbdt_cli.model.lbdt import LBDT
-
-        model = LBDT(LBDTConfig.from_dict(resume_ckpt["config"]))
-        model.load_state_dict(resume_ckpt["state_dict"])
-        return model
+        return model_from_checkpoint(resume_ckpt, source=str(Path(cfg.output) / "last.pt")).train()
     overrides = dict(cfg.model_overrides or {})
     if cfg.interval is not None:
         overrides["interval"] = cfg.interval
     if cfg.input_size is not None:
         overrides["input_size"] = cfg.input_size
-    init = None
-    if cfg.init_from:
-        from lbdt_cli.model import read_checkpoint
-
-        init = read_checkpoint(cfg.init_from)
+    init = read_checkpoint(cfg.init_from) if cfg.init_from else None
     try:
-        base = LBDTConfig.from_dict(init["config"]) if init is not None else cfg.model
-        model = build_model(base, **overrides)
-    except (ValueError, TypeError) as exc:
+        config = get_config(init["config"] if init is not None else cfg.model, **overrides)
+    except (KeyError, ValueError, TypeError) as exc:
         raise LbdtError(f"model config: {exc}") from None
     if init is not None:
-        try:
-            model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in init["state_dict"].items()})
-        except RuntimeError as exc:
-            raise InputError(f"--init-from {cfg.init_from}: weights do not fit ({str(exc).splitlines()[0]})") from None
-        return model
+        return model_from_checkpoint({**init, "config": config.to_dict()}, source=f"--init-from {cfg.init_from}").train()
+    model = build_model(config)
     if cfg.backbone_weights:
         state = backbone if backbone is not None else _read_backbone(cfg.backbone_weights)
         try:

@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from lbdt_cli.weights import default_checkpoint  # noqa: F401  (re-exported for the segment command)
 from lbdt_cli.errors import InputError, LbdtError
-from lbdt_cli.runtime import dist_env, precision_dtype, resolve_device
 from lbdt_cli.utils.memory import peak_rss_mb
 from lbdt_cli.video.draw import render_attention
 from lbdt_cli.video.info import VideoInfo
@@ -25,7 +23,6 @@ __all__ = [
     "VIDEO_SUFFIXES",
     "Segmenter",
     "VideoJob",
-    "default_checkpoint",
     "looks_like_input",
     "resolve_inputs",
     "split_inputs_and_expressions",
@@ -144,7 +141,7 @@ def check_selection(info: VideoInfo, start: int, end: int | None, stride: int) -
 class Segmenter:
     """A loaded model, its text embedder and a Predictor; segments one clip after another."""
 
-    checkpoint: Path
+    checkpoint: Path | None  # None: the demo checkpoint
     glove: Path | None = None
     device: str = "auto"
     precision: str = "fp32"
@@ -156,22 +153,17 @@ class Segmenter:
 
     def __post_init__(self) -> None:
         from lbdt_cli.engine import Predictor
-        from lbdt_cli.model import load_checkpoint
-        from lbdt_cli.model.text import TextEmbedder
 
         if not 0.0 <= self.threshold <= 1.0:
             raise LbdtError(f"--threshold must be between 0 and 1, got {self.threshold}")
-        if self.glove is not None and not Path(self.glove).is_file():
-            raise InputError(f"GloVe file not found: {self.glove}")
-        # Flags first, so a wrong --device or --precision fails before the model loads; under
-        # torchrun each rank takes its own GPU.
-        device = resolve_device(self.device, dist_env())
-        precision_dtype(self.precision, device)
         # The predictor keeps an inference copy (BatchNorm folded); the loaded model is not kept.
-        self.predictor = Predictor(load_checkpoint(self.checkpoint, map_location="cpu"), device,
-                                   self.precision, self.batch_size, self.input_size, self.interval)  # fmt: skip
+        self.predictor = Predictor.from_checkpoint(
+            self.checkpoint, glove=self.glove, device=self.device, precision=self.precision,
+            batch_size=self.batch_size, input_size=self.input_size, interval=self.interval,
+        )  # fmt: skip
+        self.checkpoint = self.predictor.checkpoint
         self.model = self.predictor.model
-        self.embedder = TextEmbedder.for_model(self.model, self.glove)
+        self.embedder = self.predictor.embedder
         self.text = None
         self.expressions: list[str] = []
         self.tokens: list[list[str]] = []
