@@ -100,7 +100,7 @@ def measure_speed(model, size: int, device: str = "auto", batch_sizes=(1, 4), pr
 
         tuned = model
         if fold_bn:
-            from lbdt_cli.model.fusion import fold_batchnorm
+            from lbdt_cli.model.batchnorm_folding import fold_batchnorm
 
             tuned = fold_batchnorm(model)
         if channels_last:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import typer
 from rich.console import Console
 
 from lbdt_cli import __version__
+from lbdt_cli.commands import benchmark, make_shapes, segment, train
+from lbdt_cli.commands import eval as eval_command
 from lbdt_cli.errors import LbdtError
-
-# Each module in this list defines `register(app)`; a verb whose module is missing is skipped
-# so that a partial checkout still runs the verbs it has.
-COMMAND_MODULES = ("segment", "eval", "train", "benchmark", "make_shapes")
 
 err_console = Console(stderr=True)
 
@@ -41,14 +38,12 @@ def _root(
     """Find the object a sentence describes in a video and write its mask on every frame."""
 
 
-for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"lbdt_cli.commands.{_name}")
-    except ModuleNotFoundError as exc:  # only tolerate the verb module itself being absent
-        if exc.name != f"lbdt_cli.commands.{_name}":
-            raise
-        continue
-    _module.register(app)
+# One verb per module of lbdt_cli.commands; each module's register(app) adds its verb.
+segment.register(app)  # lbdt segment
+eval_command.register(app)  # lbdt eval
+train.register(app)  # lbdt train
+benchmark.register(app)  # lbdt benchmark-flops
+make_shapes.register(app)  # lbdt make-shapes
 
 
 def main(argv: list[str] | None = None) -> None:

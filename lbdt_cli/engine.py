@@ -187,7 +187,7 @@ class Predictor:
         model = model.eval()
         if fold_batchnorm:
             # Inference only: a folded copy skips one pass over every feature map (~5% on CPU).
-            from lbdt_cli.model.fusion import fold_batchnorm as fold
+            from lbdt_cli.model.batchnorm_folding import fold_batchnorm as fold
 
             model = fold(model)
         self.model = model.to(self.device, memory_format=self.memory_format)

@@ -6,7 +6,7 @@
     result.metrics            # {"P@0.5": ..., "AP": ..., "overall_iou": ..., "mean_iou": ..., ...}
     write_outputs(result, "runs/eval_a2d")  # metrics.json + samples.csv, atomically
 
-Resolution (spec §4.5): `protocol="default"` scores the mask at the frame's original size (logits upsampled
+Resolution (docs/eval.md): `protocol="default"` scores the mask at the frame's original size (logits upsampled
 bilinearly, sigmoid > 0.5) against the raw GT, as MTTR / ReferFormer do. `protocol="lbdt"` reproduces the
 authors' eval: the GT makes a round trip to input_size² (bilinear, align_corners=True, > 0), the prediction is
 thresholded at input_size², and both are resized (nearest) to the original size before I and U are counted.
@@ -33,7 +33,7 @@ PROTOCOLS = ("default", "lbdt")
 METRIC_KEYS = ("P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9", "AP", "overall_iou", "mean_iou")
 EXTRA_KEYS = ("mAP_coco", "J", "F", "J&F")
 SCORES_FILE = "scores.json"
-# model.md reference table (paper Tables 1 and 2): AP / overall IoU / mean IoU, in percent
+# the paper's Tables 1 and 2: AP / overall IoU / mean IoU, in percent
 PAPER = {
     "a2d": {"lbdt1": {"AP": 46.1, "overall_iou": 70.1, "mean_iou": 61.2},
             "lbdt4": {"AP": 47.2, "overall_iou": 70.4, "mean_iou": 62.1}},

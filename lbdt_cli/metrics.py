@@ -1,6 +1,6 @@
 """Referring-segmentation metrics: the IoU family, P@K, LBDT "AP", COCO mAP and DAVIS J/F.
 
-Conventions (see docs/eval.md and spec datasets-and-metrics.md §4):
+Conventions (see docs/eval.md, "Protocol choices"):
 - per-sample IoU = (I + 1e-6) / (U + 1e-6), as LBDT and MTTR compute it: an empty prediction on an
   empty GT scores 1.0, a non-empty prediction on an empty GT scores ~0.
 - overall IoU = sum I / sum U over all samples; mean IoU = mean of per-sample IoU.
@@ -62,7 +62,7 @@ def precision_at(
 
 
 def lbdt_ap(ious: Sequence[float], strict: bool = False) -> float:
-    """LBDT's "AP": mean of P@thr over thr = 0.50:0.05:0.95 (spec §4.3)."""
+    """LBDT's "AP": mean of P@thr over thr = 0.50:0.05:0.95 (docs/eval.md)."""
     return float(np.mean(list(precision_at(ious, AP_THRESHOLDS, strict).values())))
 
 
@@ -176,7 +176,7 @@ def encode_rle(mask: np.ndarray) -> dict:
 
 
 def coco_map(gt_rles: Sequence[dict], pred_rles: Sequence[dict], scores: Sequence[float]) -> dict[str, float]:
-    """COCO segm mAP with one GT and one prediction per sample, category-agnostic (spec §4.4).
+    """COCO segm mAP with one GT and one prediction per sample, category-agnostic (docs/eval.md).
 
     Returns {"mAP": stats[0], "AP50": stats[1], "AP75": stats[2]}. pycocotools' prints are swallowed.
     """

@@ -1,5 +1,5 @@
 """Random weights laid out exactly like the authors' released checkpoints (keys, shapes, dtypes
-from tests/data/official_keys_L*.tsv, copied from ../shared/spec)."""
+from tests/data/official_keys_L*.tsv, the key list of the released files)."""
 
 from __future__ import annotations
 

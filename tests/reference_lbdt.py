@@ -1,5 +1,6 @@
 """An independent, purely functional LBDT forward pass over a state dict in the AUTHORS' key
-layout, written from ../shared/spec/model.md. It shares no code with lbdt_cli.model, so
+layout, written from the paper's description of the model and the released key layout
+(docs/checkpoints.md). It shares no code with lbdt_cli.model, so
 agreement between the two is evidence that our modules compute what the released model does."""
 
 from __future__ import annotations

@@ -194,7 +194,7 @@ def test_read_checkpoint_reports_layer_count_from_keys(tmp_path):
 
 
 def test_folding_batchnorm_keeps_outputs_and_leaves_no_batchnorm():
-    from lbdt_cli.model.fusion import fold_batchnorm
+    from lbdt_cli.model.batchnorm_folding import fold_batchnorm
 
     sd = random_official_state_dict(1, seed=3)
     from lbdt_cli.model.checkpoint import _convert_official, model_from_checkpoint

@@ -114,3 +114,19 @@ def test_zero_frames_in_selection(clips):
     with pytest.raises(LbdtError, match="--end") as info:  # a bad flag, not a bad file
         list(iter_frames(clips["mp4"], start=5, end=5))
     assert info.value.exit_code == 2
+
+
+def test_segment_and_eval_decode_a_jpeg_to_the_same_pixels(tmp_path):
+    import cv2
+    from PIL import Image
+
+    from lbdt_cli.data.common import read_rgb_image
+
+    rng = np.random.default_rng(0)
+    rgb = cv2.GaussianBlur((rng.random((48, 64, 3)) * 255).astype(np.uint8), (5, 5), 2)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.fromarray(rgb).save(folder / "00000.jpg", quality=80)  # 4:2:0, lossy
+    (seg_frame,) = iter_frames(folder)
+    assert np.array_equal(seg_frame.rgb, read_rgb_image(folder / "00000.jpg"))
+    assert np.abs(seg_frame.rgb.astype(int) - rgb).mean() < 8  # it is the picture, decoded

@@ -1,4 +1,4 @@
-"""A2D Sentences from the original release layout (spec datasets-and-metrics.md §1).
+"""A2D Sentences from the original release layout (layout and samples: docs/eval.md).
 
     ROOT/Release/videoset.csv                       no header; col 0 video id, col 8 split (0 train, 1 test)
     ROOT/Release/clips320H/<vid>.mp4                frames decoded with ffmpeg; annotation <fid> = frame fid-1

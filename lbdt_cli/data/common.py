@@ -215,14 +215,12 @@ def read_index_png(path: Path) -> np.ndarray:
 
 
 def read_rgb_image(path: Path) -> np.ndarray:
-    from PIL import Image
+    """A frame image as uint8 RGB, decoded exactly as `lbdt segment` decodes frame folders (one
+    decoder, so the same JPEG gives the same pixels in segment and eval)."""
+    from lbdt_cli.video.reader import read_image
 
     require_file(path, "a frame image")
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read image ({exc})") from None
+    return read_image(path)
 
 
 def frames_from_video(path: Path, names: Sequence[str], to_index: Callable[[str], int]) -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Ref-DAVIS17 from the DAVIS 2017 + davis_text_annotations release (spec datasets-and-metrics.md §3.2).
+"""Ref-DAVIS17 from the DAVIS 2017 + davis_text_annotations release (layout and samples: docs/eval.md).
 
     ROOT/JPEGImages/480p/<video>/<frame>.jpg
     ROOT/Annotations_unsupervised/480p/<video>/<frame>.png   palette PNGs; value = object id, 255 = void

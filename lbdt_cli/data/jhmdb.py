@@ -1,4 +1,4 @@
-"""J-HMDB Sentences from the original release layout (spec datasets-and-metrics.md §2).
+"""J-HMDB Sentences from the original release layout (layout and samples: docs/eval.md).
 
     ROOT/Rename_Images/<class>/<video>/<fid>.png           frames, %05d, 1-based
     ROOT/puppet_mask/<class>/<video>/puppet_mask.mat       MATLAB v5, key part_mask, H×W×T (row-major)

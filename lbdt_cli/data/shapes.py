@@ -1,6 +1,6 @@
 """Moving Shapes Sentences: a small referring video segmentation benchmark generated from a seed.
 
-See shapes.md. A clip is T frames of S x S RGB with 2-4 coloured shapes moving in straight lines over a
+See docs/shapes.md. A clip is T frames of S x S RGB with 2-4 coloured shapes moving in straight lines over a
 static smooth texture; each expression names exactly one object, by appearance, by motion, or both. Clips
 are built so that many expressions NEED motion (a same-colour, same-shape twin that moves differently) and
 some need colour (a same-shape, same-motion object of another colour).

@@ -1,4 +1,4 @@
-"""Refer-YouTube-VOS from the CodaLab 2021 release layout (spec datasets-and-metrics.md §3.1).
+"""Refer-YouTube-VOS from the CodaLab 2021 release layout (layout and samples: docs/eval.md).
 
     ROOT/<split>/JPEGImages/<video>/<frame>.jpg
     ROOT/<split>/Annotations/<video>/<frame>.png     palette PNGs, value = object id, 0 = background

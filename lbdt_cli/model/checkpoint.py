@@ -1,4 +1,5 @@
-"""Checkpoints: our self-describing format, and the authors' released LBDT-1 / LBDT-4 files."""
+"""Checkpoints: our self-describing format, and the authors' released LBDT-1 / LBDT-4 files.
+Both formats, the key renames and the checks on load are written down in docs/checkpoints.md."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from lbdt_cli.model.configs import CONFIGS, LBDTConfig, get_config
 from lbdt_cli.model.encoders import RESNET_SPECS
 
 FORMAT = "lbdt-cli/1"
-TOKENIZER = "lbdt-regex-v1"  # the released code's tokenizer (datasets-and-metrics.md §5.1)
+TOKENIZER = "lbdt-regex-v1"  # the released code's tokenizer rules (docs/text.md)
 
 # Authors' key -> ours, applied in order to the part after an optional "module." prefix.
 _OFFICIAL_RENAMES = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-# The shapes benchmark vocabulary (../shared/spec/shapes.md); small configs learn embeddings for it.
+# The Moving Shapes sentences' vocabulary (docs/text.md); small configs learn embeddings for it.
 SHAPES_VOCABULARY = (
     "the", "a", "red", "green", "blue", "yellow", "square", "circle", "triangle", "moving", "left",
     "right", "up", "down", "still", "that", "is", "not", "and", "object", "shape",

@@ -19,7 +19,7 @@ class TrainConfig:
     model: str = "lbdt1"  # named model config
     model_overrides: dict = field(default_factory=dict)  # LBDTConfig fields, e.g. {"transfer_dim": 128}
     output: str = "runs/train"
-    # The paper's recipe (model.md "Training recipe"; datasets-and-metrics.md §5.3)
+    # The paper's recipe with the released code's details (docs/train.md, Recipe)
     epochs: int = 15
     batch_size: int = 8  # per process
     lr: float = 1e-4

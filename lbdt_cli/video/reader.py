@@ -56,7 +56,9 @@ def list_frame_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """One frame image as uint8 RGB [H, W, 3] (alpha dropped, grey expanded)."""
+    """One frame image as uint8 RGB [H, W, 3] (alpha dropped, grey expanded, EXIF orientation
+    applied), with OpenCV. The only image decoder for frames: segment's frame folders and eval's
+    dataset frames both come through here."""
     import cv2
 
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)  # also drops alpha, expands grey

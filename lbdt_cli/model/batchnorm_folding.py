@@ -1,4 +1,5 @@
-"""Inference-time folding of BatchNorm into the convolution before it."""
+"""Inference-time folding of BatchNorm into the convolution before it (not to be confused with the
+decoder's fusion of the spatial and temporal streams, `decoder.BilateralChannelActivation`)."""
 
 from __future__ import annotations
 
