@@ -127,8 +127,8 @@ def _check_settings(device: torch.device, precision: str, batch_size: int, input
     precision_dtype(precision, device)  # the name, and fp16 only on CUDA
     if batch_size < 1:
         raise LbdtError(f"--batch-size must be >= 1, got {batch_size}")
-    if input_size and input_size % 32:
-        raise LbdtError(f"--size must be a multiple of 32, got {input_size}")
+    if input_size is not None and (input_size < 32 or input_size % 32):
+        raise LbdtError(f"--size must be a positive multiple of 32, got {input_size}")
     if interval is not None and interval < 1:
         raise LbdtError(f"--interval must be >= 1, got {interval}")
 
@@ -178,7 +178,7 @@ class Predictor:
         _check_settings(self.device, precision, batch_size, input_size, interval)
         self.precision = precision
         self.batch_size = batch_size
-        self.input_size = int(input_size or model.config.input_size)
+        self.input_size = int(model.config.input_size if input_size is None else input_size)
         self.interval = int(model.config.interval if interval is None else interval)
         self.embedder = embedder  # TextEmbedder for this model (from_checkpoint makes it)
         self.checkpoint: Path | None = None

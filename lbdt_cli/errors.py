@@ -1,4 +1,11 @@
-"""User-facing errors: the CLI prints these as one line and exits non-zero."""
+"""User-facing errors: the CLI prints these as one line and exits non-zero.
+
+Exit codes: 0 ok, 1 a bug, 2 bad argument, 3 bad input file, 4 bad checkpoint, 5 output exists or
+cannot be written, 6 some clips failed (`segment --keep-going`: the others were done),
+130 interrupted (Ctrl-C), 128 + N killed by signal N and cleaned up (143 SIGTERM, 129 SIGHUP).
+"""
+
+SOME_FAILED_EXIT = 6
 
 
 class LbdtError(Exception):

@@ -6,14 +6,18 @@
 Arguments: leading arguments that exist as files or folders (or match a glob, or end like a video
 file) are inputs, the rest are expressions. With -e/--expression, every argument is an input.
 
+An expression that starts with "-" goes after `--`:  lbdt segment clip.mp4 -- "-the odd one"
+
 Exit codes: 0 success; 1 unexpected failure (a bug: please report); 2 bad flag or argument;
 3 bad input (video, frame folder, GloVe file); 4 bad checkpoint; 5 output exists or cannot be
-written; 130 interrupted (Ctrl-C). Nothing half-written is left in any case.
+written; 6 some clips failed (--keep-going; the others are done); 130 interrupted (Ctrl-C);
+143 terminated (SIGTERM), 129 (SIGHUP). Nothing half-written is left in any case.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -24,7 +28,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from lbdt_cli.errors import LbdtError
+from lbdt_cli.errors import SOME_FAILED_EXIT, InputError, LbdtError
+from lbdt_cli.utils.terminal import markup_safe, printable
 
 console = Console()
 err_console = Console(stderr=True)
@@ -51,8 +56,10 @@ def _parse_frame_list(text: str | None) -> list[int]:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("segment", epilog="Exit codes: 0 ok, 2 bad argument, 3 bad input, 4 bad checkpoint, "
-                                   "5 output exists/unwritable, 130 interrupted.")  # fmt: skip
+    @app.command("segment", epilog="An expression starting with '-' goes after '--': lbdt segment clip.mp4 -- "
+                                   "\"-the odd one\". Exit codes: 0 ok, 2 bad argument, 3 bad input, 4 bad "
+                                   "checkpoint, 5 output exists/unwritable, 6 some clips failed (--keep-going), "
+                                   "130 interrupted, 143 terminated (SIGTERM).")  # fmt: skip
     def segment(
         args: List[str] = typer.Argument(..., metavar="INPUTS... EXPRESSIONS...",
             help="Video files, frame folders, folders of videos or globs, then one or more expressions."),
@@ -78,6 +85,10 @@ def register(app: typer.Typer) -> None:
         palette: bool = typer.Option(False, "--palette", help="Also write indexed palette PNGs (DAVIS style)."),
         lossless: bool = typer.Option(False, "--lossless", help="Lossless mask videos."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output folders."),
+        keep_going: bool = typer.Option(False, "--keep-going", help="A clip that fails is reported and skipped; "
+            "the others are done. Failures are listed at the end and in OUT/failures.json; exit code 6."),
+        skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip clips whose output folder is "
+            "complete and was made with the same inputs, expressions and options (resumes a killed batch)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the output folders."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (no progress)."),
         attention_maps: Optional[str] = typer.Option(None, "--attention-maps", metavar="FRAMES",
@@ -90,19 +101,23 @@ def register(app: typer.Typer) -> None:
         """Segment the object each expression describes in every frame of each clip.
 
         Leading arguments that exist (or match a glob, or end like a video file) are inputs; the
-        rest are expressions. Output: OUT/<clip>/ with manifest.json, summary.json and the chosen
-        formats (see docs/segment-output.md).
+        rest are expressions. An expression that starts with "-" goes after "--"
+        (lbdt segment clip.mp4 -- "-the odd one"). Output: OUT/<clip>/ with manifest.json,
+        summary.json and the chosen formats (see docs/segment-output.md).
         """
         from lbdt_cli.video.pipeline import (
             Segmenter, VideoJob, check_expressions, check_selection, plan_outputs, resolve_inputs,
             split_inputs_and_expressions,
         )  # fmt: skip
         from lbdt_cli.runtime import dist_env, shard
-        from lbdt_cli.video.outputs import parse_formats
-        from lbdt_cli.video.reader import probe
+        from lbdt_cli.weights import checkpoint_or_default
         from lbdt_cli.utils.atomic import check_writable_output
+        from lbdt_cli.utils.completion import is_complete
+        from lbdt_cli.video.reader import VideoInfo, probe
+        from lbdt_cli.video.outputs import parse_formats
 
-        # Cheap checks first, so a typo fails before the model loads.
+        # Cheap checks first, so a typo fails before the model loads. Clips are probed one at a time
+        # as their turn comes (the first one now), so a run over 10,000 clips starts at once.
         fmt = parse_formats(formats)
         if benchmark_rounds < 1:
             raise LbdtError(f"--benchmark-rounds must be >= 1, got {benchmark_rounds}")
@@ -114,70 +129,136 @@ def register(app: typer.Typer) -> None:
         env = dist_env()
         rank, world = env.rank, env.world_size
         clips_outs = shard(list(zip(clips, outputs)), env)
-        jobs = [VideoJob(c, o, probe(c)) for c, o in clips_outs]
-        for job in jobs:
-            check_selection(job.info, start, end, stride)
-        if not benchmark:
-            for job in jobs:
-                check_writable_output(job.output, overwrite)
+        checkpoint = checkpoint_or_default(checkpoint)
+        settings = dict(expressions=expressions, formats=sorted(fmt), save_probs=save_probs, palette=palette,
+                        lossless=lossless, start=start, end=end, stride=stride, threshold=threshold,
+                        checkpoint=os.path.abspath(checkpoint), glove=glove and os.path.abspath(glove),
+                        size=size, interval=interval, precision=precision, attention_maps=frame_list)  # fmt: skip
+        todo, skipped = [], []
+        for clip, out_dir in clips_outs:
+            request = {"source": os.path.abspath(clip), **settings}
+            if not benchmark:
+                if skip_existing and is_complete(out_dir, request):
+                    skipped.append(out_dir)
+                    continue
+                check_writable_output(out_dir, overwrite)
+            todo.append((clip, out_dir, request))
+        probed: dict[Path, VideoInfo] = {}
+
+        def job_for(clip: Path, out_dir: Path) -> VideoJob:
+            info = probed.pop(clip, None) or probe(clip)
+            check_selection(info, start, end, stride)
+            return VideoJob(clip, out_dir, info)
+
+        if todo and not keep_going:  # a bad first clip fails before the model loads
+            probed[todo[0][0]] = job_for(todo[0][0], todo[0][1]).info
         show = not (quiet or as_json)
+        if skipped and show:
+            err_console.print(f"skipping {len(skipped)} clip(s) whose output is complete (--skip-existing)",
+                              highlight=False)  # fmt: skip
 
         with err_console.status("loading model...", spinner="dots") if show else _Null():
             seg = Segmenter(checkpoint, glove, device, precision, batch_size, size, interval, threshold)
             warnings = seg.set_expressions(expressions)
         for w in warnings:
-            err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+            err_console.print(f"[yellow]warning:[/] {markup_safe(w)}", highlight=False, soft_wrap=True)
         if show:
             err_console.print(
-                f"model [bold]{seg.config_name}[/] on {seg.predictor.device} ({precision}), input "
+                f"model [bold]{markup_safe(seg.config_name)}[/] on {seg.predictor.device} ({precision}), input "
                 f"{seg.predictor.input_size}, δ={seg.predictor.interval}, {len(expressions)} expression(s), "
-                f"{len(jobs)} clip(s)" + (f" [rank {rank}/{world}]" if world > 1 else ""), highlight=False)
+                f"{len(todo)} clip(s)" + (f" [rank {rank}/{world}]" if world > 1 else ""), highlight=False)
 
         if benchmark:
-            if not jobs:
+            if not todo:
                 return
             from lbdt_cli.benchmark import benchmark_segment
 
-            result = benchmark_segment(seg, jobs[0], fmt, start=start, end=end, stride=stride, rounds=benchmark_rounds,
+            result = benchmark_segment(seg, job_for(*todo[0][:2]), fmt, start=start, end=end, stride=stride,
+                                       rounds=benchmark_rounds,
                                        progress=(lambda m: err_console.print(f"[dim]benchmark: {m}[/]")) if show else None)
             _print_benchmark(result, as_json, quiet)
             return
 
-        results = []
-        for job in jobs:
-            total = job.info.num_frames
-            if total is not None:
-                stop = total if end is None else min(end, total)
-                total = max(0, -(-(stop - start) // stride))
-            if show:
-                with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                              TextColumn("frames"), _FpsColumn(), TimeRemainingColumn(), console=err_console,
-                              transient=False) as progress:  # fmt: skip
-                    task = progress.add_task(job.source.name, total=total or None)
-                    summary = seg.segment(job, fmt, start=start, end=end, stride=stride, save_probs=save_probs,
-                                          palette=palette, lossless=lossless, overwrite=overwrite,
-                                          attention_frames=frame_list,
-                                          on_frame=lambda n: progress.advance(task, n))  # fmt: skip
-                    progress.update(task, total=summary["frames"], completed=summary["frames"])
-            else:
-                summary = seg.segment(job, fmt, start=start, end=end, stride=stride, save_probs=save_probs,
-                                      palette=palette, lossless=lossless, overwrite=overwrite,
-                                      attention_frames=frame_list)  # fmt: skip
+        results, failures = [], []
+        options = dict(start=start, end=end, stride=stride, save_probs=save_probs, palette=palette,
+                       lossless=lossless, overwrite=overwrite, attention_frames=frame_list)  # fmt: skip
+        for clip, out_dir, request in todo:
+            try:
+                job = job_for(clip, out_dir)
+                summary = _segment_one(seg, job, fmt, options, request, show)
+            except Exception as exc:  # noqa: BLE001 - with --keep-going any failing clip is skipped
+                if not keep_going or (isinstance(exc, LbdtError) and not isinstance(exc, InputError)):
+                    raise  # output and flag errors would fail every clip alike
+                code = exc.exit_code if isinstance(exc, LbdtError) else 1
+                reason = str(exc) if isinstance(exc, LbdtError) else f"unexpected {type(exc).__name__}: {exc}"
+                failures.append({"source": str(clip), "output": str(out_dir), "exit_code": code, "error": reason})
+                if not as_json:
+                    err_console.print(f"[bold red]failed:[/] {markup_safe(clip)}: {markup_safe(reason)}",
+                                      highlight=False, soft_wrap=True)  # fmt: skip
+                continue
             results.append(summary)
             if quiet and not as_json:
-                console.print(str(job.output), highlight=False, soft_wrap=True)
+                console.print(markup_safe(job.output), highlight=False, soft_wrap=True)
             elif show:
                 t = summary["time_s"]
                 err_console.print(
-                    f"[green]wrote[/] {job.output}/  {summary['frames']} frames, "
+                    f"[green]wrote[/] {markup_safe(job.output)}/  {summary['frames']} frames, "
                     f"{summary['fps_measured'] or 0:.2f} fps (decode {t['decode_s']:.1f}s, model {t['model_s']:.1f}s, "
                     f"encode {t['encode_s']:.1f}s)", highlight=False, soft_wrap=True)
                 for e in summary["expressions"]:
-                    err_console.print(f"    {e['folder']}  \"{e['text']}\"  object in {e['frames_with_object']}/"
-                                      f"{summary['frames']} frames", highlight=False, soft_wrap=True)  # fmt: skip
+                    err_console.print(f"    {e['folder']}  \"{markup_safe(e['text'])}\"  object in "
+                                      f"{e['frames_with_object']}/{summary['frames']} frames",
+                                      highlight=False, soft_wrap=True)  # fmt: skip
+        failures_file = None
+        if keep_going:
+            failures_file = _write_failures(output, rank, world, failures, results, skipped)
+            if failures and not as_json:
+                _print_failures(failures, failures_file, len(results) + len(skipped) + len(failures))
         if as_json:
-            doc = {"videos": [_brief(s) for s in results], "warnings": warnings, "rank": rank, "world_size": world}
+            doc = {"videos": [_brief(s) for s in results], "warnings": warnings, "rank": rank, "world_size": world,
+                   "skipped": [str(p) for p in skipped], "failures": failures,
+                   "failures_file": failures_file and str(failures_file)}  # fmt: skip
             sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+        if failures:
+            raise typer.Exit(SOME_FAILED_EXIT)
+
+
+def _segment_one(seg, job, fmt, options: dict, request: dict, show: bool) -> dict:
+    if not show:
+        return seg.segment(job, fmt, request=request, **options)
+    total = job.info.num_frames
+    if total is not None:
+        stop = total if options["end"] is None else min(options["end"], total)
+        total = max(0, -(-(stop - options["start"]) // options["stride"]))
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
+                  _FpsColumn(), TimeRemainingColumn(), console=err_console, transient=False) as progress:  # fmt: skip
+        task = progress.add_task(markup_safe(job.source.name), total=total or None)
+        summary = seg.segment(job, fmt, request=request, on_frame=lambda n: progress.advance(task, n), **options)
+        progress.update(task, total=summary["frames"], completed=summary["frames"])
+    return summary
+
+
+def _write_failures(root: Path, rank: int, world: int, failures: list, results: list, skipped: list) -> Path:
+    """OUT/failures.json (failures-rank<r>.json under torchrun): what failed and why, what was done."""
+    from lbdt_cli.utils.atomic import atomic_path
+
+    path = root / ("failures.json" if world <= 1 else f"failures-rank{rank}.json")
+    doc = {"failed": failures, "done": [s["output"] for s in results], "skipped": [str(p) for p in skipped],
+           "rank": rank, "world_size": world}  # fmt: skip
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    return path
+
+
+def _print_failures(failures: list, path: Path, total: int) -> None:
+    table = Table(title=f"{len(failures)} of {total} clip(s) failed (listed in {markup_safe(path)})",
+                  title_justify="left")  # fmt: skip
+    table.add_column("clip")
+    table.add_column("exit", justify="right")
+    table.add_column("reason")
+    for f in failures:
+        table.add_row(Text(printable(f["source"])), str(f["exit_code"]), Text(printable(f["error"])))
+    err_console.print(table)
 
 
 def _brief(summary: dict) -> dict:

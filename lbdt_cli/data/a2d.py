@@ -34,7 +34,7 @@ from lbdt_cli.data.common import (
     require_dir,
     require_file,
 )
-from lbdt_cli.errors import InputError
+from lbdt_cli.errors import InputError, LbdtError
 
 SPLITS = {"train": "0", "test": "1"}
 INTERVAL = 6  # LBDT's --interval for A2D
@@ -105,9 +105,9 @@ class A2DSentences(RvosDataset):
     default_interval = INTERVAL
 
     def __init__(self, root: str | os.PathLike, split: str = "test", interval: int | None = None) -> None:
+        if split not in SPLITS:  # a bad flag (exit 2), checked before the files
+            raise LbdtError(f"--split: A2D Sentences split must be one of {', '.join(SPLITS)}, not {split!r}")
         super().__init__(root, split)
-        if split not in SPLITS:
-            raise InputError(f"A2D Sentences split must be one of {', '.join(SPLITS)}, not {split!r}")
         self.interval = INTERVAL if interval is None else interval
         root = self.root
         release = root / "Release" if (root / "Release").is_dir() else root

@@ -28,7 +28,7 @@ from lbdt_cli.data.common import (
     read_index_png,
     require_file,
 )
-from lbdt_cli.errors import InputError
+from lbdt_cli.errors import InputError, LbdtError
 
 INTERVAL = 6
 
@@ -69,7 +69,7 @@ class ShapesEval(RvosDataset):
             self.source = str(self.root)
         else:
             if split not in shapes.SPLIT_SEEDS:
-                raise InputError(f"unknown shapes split {split!r} (choose from {', '.join(shapes.SPLIT_SEEDS)})")
+                raise LbdtError(f"--split: unknown shapes split {split!r} (choose from {', '.join(shapes.SPLIT_SEEDS)})")
             first = shapes.SPLIT_SEEDS[split] if seed is None else seed
             for s in range(first, first + num_clips):
                 clip = shapes.generate_clip(s, size=size, num_frames=num_frames)

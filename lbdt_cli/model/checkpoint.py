@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -98,6 +99,24 @@ def _torch_load(path: Path, map_location):
         return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def _load_failure(path: Path, exc: Exception) -> str:
+    """Why torch.load refused a file, in one short sentence (torch's own messages run to pages)."""
+    import pickle
+    import zipfile
+
+    text = str(exc).strip()
+    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
+        return ("it holds Python objects besides tensors and plain data; they are not loaded, since "
+                "unpickling them could run code")
+    if "central directory" in text or "zip archive" in text or isinstance(exc, (EOFError, zipfile.BadZipFile)):
+        return "damaged or cut short: not a complete zip archive"
+    if not zipfile.is_zipfile(path):
+        return "neither a zip archive nor a legacy torch file"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    first = first.split(". ")[0]
+    return first if len(first) <= 120 else first[:120].rsplit(" ", 1)[0] + " ..."
+
+
 def read_checkpoint(path, map_location="cpu") -> dict:
     """Load a checkpoint file into a dict in our format (the authors' files are converted)."""
     path = Path(path)
@@ -108,10 +127,11 @@ def read_checkpoint(path, map_location="cpu") -> dict:
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint file is empty: {path}")
     try:
-        obj = _torch_load(path, map_location)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before failing: say it once, below
+            warnings.simplefilter("ignore")
+            obj = _torch_load(path, map_location)
     except Exception as exc:  # torch.load raises many types on foreign files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({first[:160]})") from None
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({_load_failure(path, exc)})") from None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return obj
     state = _find_state_dict(obj)

@@ -36,10 +36,12 @@ class LBDTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LBDTConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"a model config is a mapping of fields, not {type(d).__name__} {d!r:.60}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(map(str, set(d) - known))
         if unknown:
-            raise ValueError(f"unknown config fields: {unknown}")
+            raise ValueError(f"unknown config field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         d = dict(d)
         if d.get("vocabulary") is not None:
             d["vocabulary"] = tuple(d["vocabulary"])

@@ -250,8 +250,9 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, conso
         elif ddp.main:
             existing = [f for f in RUN_FILES if (out / f).exists()]
             if existing and not overwrite:
-                raise OutputError(f"{out} already holds a training run ({existing[0]}); use --resume to "
-                                  "continue it or --overwrite to start over")
+                hint = "use --resume to continue it or " if last_path.is_file() else "it has no last.pt to resume; use "
+                raise OutputError(f"{out} already holds a training run ({existing[0]}); {hint}--overwrite to start "
+                                  "over (or another --output)")
         if export and ddp.main:
             from lbdt_cli.utils.atomic import check_writable_output
 

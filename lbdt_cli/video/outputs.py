@@ -129,14 +129,19 @@ class VideoOutputs:
             "frame_file_names": "<frame> is the source frame index, 6 digits (000000.png)",
         }
 
-    def finish(self, timings: dict | None = None) -> dict:
-        """Close every writer, write manifest.json and summary.json, move the folder into place."""
+    def finish(self, timings: dict | None = None, request: dict | None = None) -> dict:
+        """Close every writer, write manifest.json and summary.json (and, given `request`, the
+        completion marker, last), move the folder into place."""
         for w in self.writers:
             w.close()
         with open(self.root / "manifest.json", "w") as f:
             json.dump(self._manifest(), f, indent=1, ensure_ascii=False)
             f.write("\n")
         summary = self.summary_writer.finish(timings)
+        if request is not None:
+            from lbdt_cli.utils.completion import write_marker
+
+            write_marker(self.root, request)
         self.finished = True
         self._stack.__exit__(None, None, None)  # renames the temporary folder onto final_dir
         return summary

@@ -201,8 +201,9 @@ class Segmenter:
     def segment(self, job: VideoJob, formats: Sequence[str], *, start: int = 0, end: int | None = None,
                 stride: int = 1, save_probs: bool = False, palette: bool = False, lossless: bool = False,
                 overwrite: bool = False, attention_frames: Sequence[int] | None = None,
-                on_frame: Callable[[int], None] | None = None) -> dict:  # fmt: skip
-        """Run the clip through the engine into its writers; returns the summary dict."""
+                on_frame: Callable[[int], None] | None = None, request: dict | None = None) -> dict:  # fmt: skip
+        """Run the clip through the engine into its writers; returns the summary dict. `request`
+        (what was asked, see `request_key`) goes into the folder's completion marker."""
         meta = self.meta_for(job, start, end, stride)
         tokens = self.tokens
         with VideoOutputs(job.output, job.info, meta, formats, save_probs=save_probs, palette=palette,
@@ -225,6 +226,6 @@ class Segmenter:
             )  # fmt: skip
             if timings.frames == 0:
                 raise InputError(f"{job.source} has zero frames in the selected range")
-            summary = out.finish({**timings.as_dict(), "peak_rss_mb": round(peak_rss_mb(), 1)})
+            summary = out.finish({**timings.as_dict(), "peak_rss_mb": round(peak_rss_mb(), 1)}, request=request)
         summary["output"] = str(job.output)
         return summary

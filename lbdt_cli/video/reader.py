@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -90,6 +91,11 @@ def _check_file(path: Path) -> None:
         return
     if not os.access(path, os.R_OK):
         raise InputError(f"{path} is not readable")
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):  # a FIFO or /dev/zero has no size to speak of: say what it is
+        kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+                else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "special")
+        raise InputError(f"{path} is {kind}, not a video file or a folder of frames")
     if path.stat().st_size == 0:
         raise InputError(f"{path} is empty (0 bytes)")
 
