@@ -45,7 +45,7 @@ def test_glove_text_format_parsed_once_then_cached(tmp_path):
     _write_glove(src, rows)
     cache = tmp_path / "cache"
     g = GloveVectors.from_file(src, cache_dir=cache)
-    assert g.dim == 300 and len(list(cache.glob("*.npy"))) == 1
+    assert g.dim == 300 and len(list(cache.glob("*/vectors.npy"))) == 1
     vec = g.lookup(["the", "man", "unknownword", "", ". . ."])
     assert np.allclose(vec[0], rows[0][1], atol=1e-4) and np.allclose(vec[1], rows[1][1], atol=1e-4)
     assert not vec[2].any() and not vec[3].any()  # OOV and padding -> zero vectors

@@ -138,8 +138,10 @@ def register(app: typer.Typer) -> None:
         if predictions is None:
             if checkpoint is None and dataset != "shapes":  # the demo checkpoint only knows shapes
                 raise LbdtError("--checkpoint is required (or --predictions DIR to score saved masks)")
+            from lbdt_cli.commands._glove import prepare_glove
             from lbdt_cli.engine import Predictor
 
+            prepare_glove(glove, not as_json and rank == 0 and err_console.is_terminal, err_console)
             predictor = Predictor.from_checkpoint(checkpoint, glove=glove, device=device, batch_size=batch_size)
             checkpoint = predictor.checkpoint
             if dataset == "shapes":

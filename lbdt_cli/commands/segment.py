@@ -157,6 +157,9 @@ def register(app: typer.Typer) -> None:
             err_console.print(f"skipping {len(skipped)} clip(s) whose output is complete (--skip-existing)",
                               highlight=False)  # fmt: skip
 
+        from lbdt_cli.commands._glove import prepare_glove
+
+        prepare_glove(glove, show and rank == 0, err_console)
         with err_console.status("loading model...", spinner="dots") if show else _Null():
             seg = Segmenter(checkpoint, glove, device, precision, batch_size, size, interval, threshold)
             warnings = seg.set_expressions(expressions)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -96,6 +97,9 @@ def register(app: typer.Typer) -> None:
             glove=str(glove) if glove else None, init_from=str(init_from) if init_from else None, shapes_train_clips=shapes_clips, shapes_val_clips=shapes_val_clips,
             shapes_size=shapes_size, shapes_frames=shapes_frames,
         )
+        from lbdt_cli.commands._glove import prepare_glove
+
+        prepare_glove(cfg.glove, os.environ.get("RANK", "0") == "0", Console(stderr=True))
         summary = train(cfg, resume=resume, overwrite=overwrite, console=console,
                         export=str(export) if export else None)
         out = Path(summary["output"])

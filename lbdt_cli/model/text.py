@@ -1,19 +1,18 @@
-"""The text side: the authors' tokenizer, GloVe vectors (with a parse-once cache), learned
-embeddings for small configs, and the LSTM word encoder."""
+"""The text side: the authors' tokenizer, GloVe lookups (parsing and cache in `lbdt_cli.glove`),
+learned embeddings for small configs, and the LSTM word encoder."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from lbdt_cli.errors import InputError
+from lbdt_cli.glove import GloveVectors, Progress
 
 MAX_WORDS = 25
 PAD_TOKEN = ""
@@ -58,86 +57,6 @@ def is_wordlike(token: str) -> bool:
     return bool(_WORDLIKE.search(token))
 
 
-class GloveVectors:
-    """GloVe vectors from the standard text format (`glove.840B.300d.txt` and friends).
-
-    The first load parses the text file into a float32 .npy matrix plus a word list in a cache
-    folder; later loads memory-map the matrix, so a 5 GB file is parsed once, not per run.
-    Lookups are case-sensitive (queries are lowercased by the tokenizer), like torchtext.
-    """
-
-    CACHE_VERSION = 1
-
-    def __init__(self, words: list[str], vectors: np.ndarray, source: str = ""):
-        self.stoi = {w: i for i, w in enumerate(words)}  # a repeated word: the last row wins
-        self.vectors = vectors
-        self.dim = int(vectors.shape[1])
-        self.source = source
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> "GloveVectors":
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"GloVe file not found: {path}")
-        stat = path.stat()
-        if stat.st_size == 0:
-            raise InputError(f"GloVe file is empty: {path}")
-        key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{cls.CACHE_VERSION}".encode()).hexdigest()[:16]
-        cache = Path(cache_dir) if cache_dir else Path(os.environ.get("LBDT_CACHE", Path.home() / ".cache" / "lbdt")) / "glove"
-        npy, vocab = cache / f"{path.stem}-{key}.npy", cache / f"{path.stem}-{key}.words"
-        if npy.is_file() and vocab.is_file():
-            words = vocab.read_text(encoding="utf-8").split("\n")
-            return cls(words, np.load(npy, mmap_mode="r"), source=str(path))
-        words, vectors = cls._parse(path)
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-            tmp = npy.with_name(f".{npy.name}.tmp.{os.getpid()}.npy")
-            np.save(tmp, vectors)
-            os.replace(tmp, npy)
-            tmpw = vocab.with_name(f".{vocab.name}.tmp.{os.getpid()}")
-            tmpw.write_text("\n".join(words), encoding="utf-8")
-            os.replace(tmpw, vocab)
-        except OSError:
-            pass  # an unwritable cache only costs speed
-        return cls(words, vectors, source=str(path))
-
-    @staticmethod
-    def _parse(path: Path) -> tuple[list[str], np.ndarray]:
-        words: list[str] = []
-        rows: list[np.ndarray] = []
-        dim = None
-        with open(path, "rb") as fh:
-            for lineno, raw in enumerate(fh, 1):
-                parts = raw.rstrip(b"\r\n").rstrip(b" ").split(b" ")
-                if len(parts) < 3:
-                    continue  # a header line such as "400000 300"
-                if dim is None:
-                    dim = len(parts) - 1
-                if len(parts) < dim + 1:
-                    raise InputError(f"GloVe file {path} line {lineno}: expected a word and {dim} numbers")
-                # A few 840B words contain spaces: the vector is always the last `dim` fields.
-                try:
-                    word = b" ".join(parts[: len(parts) - dim]).decode("utf-8")
-                    rows.append(np.asarray(parts[len(parts) - dim :], dtype=np.float32))
-                except (UnicodeDecodeError, ValueError):
-                    continue
-                words.append(word)
-        if not rows:
-            raise InputError(f"GloVe file {path} holds no vectors (expected lines 'word v1 v2 ... vD')")
-        return words, np.stack(rows)
-
-    def __contains__(self, token: str) -> bool:
-        return token in self.stoi
-
-    def lookup(self, tokens: list[str]) -> np.ndarray:
-        out = np.zeros((len(tokens), self.dim), dtype=np.float32)
-        for i, tok in enumerate(tokens):
-            j = self.stoi.get(tok) if tok else None
-            if j is not None:
-                out[i] = self.vectors[j]
-        return out
-
-
 @dataclass
 class SentenceReport:
     sentence: str
@@ -165,10 +84,10 @@ class TextEmbedder:
 
     @classmethod
     def for_model(cls, model: nn.Module, glove_path: str | os.PathLike | None = None,
-                  cache_dir: str | os.PathLike | None = None) -> "TextEmbedder":
+                  cache_dir: str | os.PathLike | None = None, progress: Progress | None = None) -> "TextEmbedder":
         glove = None
         if model.config.word_embedding == "glove" and glove_path is not None:
-            glove = GloveVectors.from_file(glove_path, cache_dir)
+            glove = GloveVectors.from_file(glove_path, cache_dir, progress)
         return cls(model, glove)
 
     def _tokenize(self, sentences: list[str], vocabulary) -> tuple[list[Tokens], torch.Tensor, list[SentenceReport]]:
