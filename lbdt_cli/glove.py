@@ -28,6 +28,7 @@ cache is rebuilt); lookups binary-search `order`, so no word list is read into P
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import fcntl
 import hashlib
@@ -271,37 +272,49 @@ def _find_dim(fh) -> int | None:
     return None
 
 
-def _read_ahead(fh, size: int) -> Iterator[bytes]:
-    """Chunks of the file read on a background thread, so disk reads overlap parsing."""
-    q: queue.Queue = queue.Queue(maxsize=2)
-    stop = threading.Event()
+class _Reader:
+    """Reads the file into a few reused buffers on a background thread (disk reads overlap
+    parsing, and no fresh 32 MB buffer is faulted in per chunk)."""
 
-    def reader() -> None:
+    def __init__(self, fh, size: int, buffers: int):
+        self.fh, self.size = fh, size
+        self.free: queue.Queue = queue.Queue()
+        for _ in range(buffers):
+            self.free.put(bytearray(size))
+        self.filled: queue.Queue = queue.Queue()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="glove-read")
+        self.thread.start()
+
+    def _run(self) -> None:
         try:
-            while not stop.is_set():
-                data = fh.read(size)
-                q.put(data)
-                if not data:
+            while not self.stop.is_set():
+                buf = self.free.get()
+                if buf is None:
+                    return
+                n = self.fh.readinto(buf)
+                self.filled.put((buf, n))
+                if not n:
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            q.put(exc)
+            self.filled.put((exc, 0))
 
-    t = threading.Thread(target=reader, daemon=True, name="glove-read")
-    t.start()
-    try:
+    def __iter__(self) -> Iterator[tuple[bytearray, int]]:
         while True:
-            item = q.get()
-            if isinstance(item, BaseException):
-                raise item
-            if not item:
+            buf, n = self.filled.get()
+            if isinstance(buf, BaseException):
+                raise buf
+            if not n:
                 return
-            yield item
-    finally:
-        stop.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                q.get_nowait()
-        t.join()
+            yield buf, n
+
+    def release(self, buf: bytearray) -> None:
+        self.free.put(buf)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.free.put(None)
+        self.thread.join()
 
 
 def _parse(path: Path, out: Path, progress: Progress | None) -> dict:
@@ -324,36 +337,60 @@ def _parse(path: Path, out: Path, progress: Progress | None) -> dict:
     np.save(out / "offsets.npy", offsets_all)
     np.save(out / "order.npy", _sort_order(out / "words.bin", offsets_all))
     return {"version": CACHE_VERSION, "source": str(path), "source_size": total, "rows": rows, "dim": dim,
-            "skipped_lines": chunker.skipped, "truncated_last_line": chunker.truncated_last_line}
+            "skipped_lines": chunker.skipped, "truncated_last_line": chunker.truncated_last_line,
+            "chunks": {"total": chunker.chunks, "with_rows_put_back": chunker.spliced,
+                       "line_by_line": chunker.line_by_line}}
 
 
 def _parse_chunks(fh, chunker: "_ChunkParser", out: Path, total: int, progress: Progress | None) -> tuple:
+    """Chunks of whole lines go to two parsing threads (pyarrow releases the GIL); their rows
+    are written in file order as they finish."""
+    from concurrent.futures import ThreadPoolExecutor
+
     offsets = [np.zeros(1, np.int64)]
     rows = done = 0
-    with open(out / "vectors.npy", "wb") as vf, open(out / "words.bin", "wb") as wf:
-        vf.write(b"\0" * _NPY_HEADER)
-        tail = b""
-        for data in _read_ahead(fh, CHUNK_BYTES):
-            done += len(data)
-            first = data.find(b"\n")
-            if first < 0:
-                tail += data
-                continue
-            start = 0
-            if tail:  # the line that straddles two chunks
-                pieces = chunker.parse(tail + data[: first + 1], 0, len(tail) + first + 1)
-                rows = _write_rows(vf, wf, offsets, pieces, rows)
-                start = first + 1
-            cut = data.rfind(b"\n") + 1
-            if cut > start:
-                rows = _write_rows(vf, wf, offsets, chunker.parse(data, start, cut), rows)
-            tail = data[cut:]
-            if progress is not None:
-                progress(done, total)
-        if tail:  # no newline at the end of the file
-            rows = _write_rows(vf, wf, offsets, chunker.parse(tail, 0, len(tail), last=True), rows)
-        vf.seek(0)
-        vf.write(_npy_header(rows, chunker.dim))
+    reader = _Reader(fh, CHUNK_BYTES, buffers=4)
+    pending: collections.deque = collections.deque()  # (future, buf, start, end, buffer to release)
+    with open(out / "vectors.npy", "wb") as vf, open(out / "words.bin", "wb") as wf, \
+            ThreadPoolExecutor(2, thread_name_prefix="glove-parse") as pool:  # fmt: skip
+
+        def finish_one() -> None:
+            nonlocal rows
+            future, buf, start, end, release = pending.popleft()
+            rows = _write_rows(vf, wf, offsets, chunker.finish(future.result(), buf, start, end), rows)
+            if release is not None:
+                reader.release(release)
+
+        try:
+            vf.write(b"\0" * _NPY_HEADER)
+            tail = b""
+            for buf, n in reader:
+                done += n
+                first = buf.find(b"\n", 0, n)
+                if first < 0:
+                    tail += bytes(buf[:n])
+                    reader.release(buf)
+                    continue
+                start = 0
+                if tail:  # the line that straddles two chunks
+                    piece = tail + bytes(buf[: first + 1])
+                    pending.append((pool.submit(chunker.read, piece, 0, len(piece)), piece, 0, len(piece), None))
+                    start = first + 1
+                cut = buf.rfind(b"\n", 0, n) + 1
+                tail = bytes(buf[cut:n])
+                pending.append((pool.submit(chunker.read, buf, start, cut), buf, start, cut, buf))
+                while len(pending) > 2:
+                    finish_one()
+                if progress is not None:
+                    progress(done, total)
+            while pending:
+                finish_one()
+            if tail:  # no newline at the end of the file
+                rows = _write_rows(vf, wf, offsets, chunker.parse_last(tail), rows)
+            vf.seek(0)
+            vf.write(_npy_header(rows, chunker.dim))
+        finally:
+            reader.close()
     return rows, offsets
 
 
@@ -401,10 +438,11 @@ class _ChunkParser:
 
         self.path, self.dim = path, dim
         self.byte_pos = 0  # file offset of the current chunk
+        self.chunks = self.spliced = self.line_by_line = 0  # how chunks went (reported in meta.json)
         self.skipped = 0
         self.truncated_last_line = False
         names = ["word"] + [f"v{i}" for i in range(dim)]
-        self._read_options = lambda: pcsv.ReadOptions(column_names=names, use_threads=True, block_size=4 << 20)
+        self._read_options = lambda: pcsv.ReadOptions(column_names=names, use_threads=False, block_size=8 << 20)
         self._parse_options = lambda handler: pcsv.ParseOptions(
             delimiter=" ", quote_char=False, escape_char=False, double_quote=False, newlines_in_values=False,
             ignore_empty_lines=True, invalid_row_handler=handler)  # fmt: skip
@@ -412,20 +450,35 @@ class _ChunkParser:
             column_types={"word": pa.binary(), **{n: pa.float32() for n in names[1:]}},
             null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False, check_utf8=False)
 
-    def parse(self, buf: bytes, start: int, end: int, last: bool = False) -> list:
-        """Pieces for the whole lines buf[start:end] (or the unterminated last line)."""
+    def read(self, buf, start: int, end: int):
+        """pyarrow's pass over buf[start:end] (on a parsing thread): see `_read`; None if the
+        chunk has CR line ends (pyarrow would split lines there)."""
         import pyarrow as pa
 
+        if buf.find(b"\r", start, end) >= 0:
+            return None
+        return self._read(pa.py_buffer(buf).slice(start, end - start))
+
+    def finish(self, got, buf, start: int, end: int) -> list:
+        """Pieces for the whole lines buf[start:end] in file order, from `read`'s result."""
         pieces = None
-        if not last and buf.find(b"\r", start, end) < 0:
-            table, bad_rows = self._read(pa.py_buffer(buf).slice(start, end - start))
+        if got is not None:
+            table, bad_rows = got
             if table is not None and not bad_rows:
                 pieces = [self._utf8_only(self._arrays(table))]
             elif table is not None:
                 pieces = self._splice(buf, start, end, table, bad_rows)
         if pieces is None:
-            pieces = self._careful(buf[start:end], last)
+            pieces = self._careful(bytes(buf[start:end]), last=False)
+            self.line_by_line += 1
+        self.chunks += 1
         self.byte_pos += end - start
+        return pieces
+
+    def parse_last(self, tail: bytes) -> list:
+        """The last line of a file that does not end with a newline."""
+        pieces = self._careful(tail, last=True)
+        self.byte_pos += len(tail)
         return pieces
 
     def _read(self, data) -> tuple:
@@ -468,32 +521,32 @@ class _ChunkParser:
             self.skipped += int((~keep).sum())
             return words.filter(pa.array(keep)), vectors[keep]
 
-    def _splice(self, buf: bytes, start: int, end: int, table, bad_rows: list[str]) -> list | None:
+    def _splice(self, buf, start: int, end: int, table, bad_rows: list[str]) -> list | None:
         """Put the lines pyarrow left out (parsed by the plain rules) back between its rows.
 
-        They are found by their text; their place among pyarrow's rows is the number of lines
-        before them less the empty and left-out ones. None if anything does not add up.
+        They are found by their text among the lines of the same length; their place among
+        pyarrow's rows is their line number less the empty and left-out lines before them. None if
+        anything does not add up.
         """
-        spans = []  # (start, end) of each left-out line
-        for text, times in Counter(bad_rows).items():
-            needle, found, at = text.encode("utf-8"), 0, start
-            while (at := buf.find(needle, at, end)) >= 0:
-                stop = at + len(needle)
-                if (at == start or buf[at - 1] == 10) and stop < end and buf[stop] == 10:
-                    spans.append((at, stop))
-                    found += 1
-                at += 1
-            if found != times:
-                return None
-        spans.sort()
-        newlines = np.flatnonzero(np.frombuffer(buf, np.uint8, end - start, start) == 10)
-        empty = newlines[np.concatenate(([newlines[0] == 0], np.diff(newlines) == 1))]  # where empty lines start
-        lines_before = np.searchsorted(newlines, [a - start for a, _ in spans])
-        empty_before = np.searchsorted(empty, [a - start for a, _ in spans])
+        arr = np.frombuffer(buf, np.uint8, end - start, start)
+        ends = np.flatnonzero(arr == 10)
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        lengths = ends - starts
+        wanted = Counter(t.encode("utf-8") for t in bad_rows)
+        found: Counter = Counter()
+        lines = []
+        for k in np.flatnonzero(np.isin(lengths, [len(t) for t in wanted])):
+            text = bytes(arr[starts[k] : ends[k]])
+            if text in wanted:
+                found[text] += 1
+                lines.append((int(k), text))
+        if found != wanted:
+            return None
+        empty_before = np.cumsum(lengths == 0)
         words = vectors = None
         pieces, row = [], 0
-        for i, ((a, b), k, e) in enumerate(zip(spans, lines_before, empty_before)):
-            r = int(k) - i - int(e)  # pyarrow's rows before this line
+        for i, (k, text) in enumerate(lines):
+            r = k - i - int(empty_before[k])  # pyarrow's rows before this line
             if r < row or r > table.num_rows:
                 return None
             if r > row:
@@ -501,11 +554,12 @@ class _ChunkParser:
                     words, vectors = self._arrays(table)
                 pieces.append(self._utf8_only((words.slice(row, r - row), vectors[row:r])))
                 row = r
-            pieces.append(self._plain([buf[a:b]], int(k), last=False))
+            pieces.append(self._plain([text], k, last=False))
         if row < table.num_rows:
             if words is None:
                 words, vectors = self._arrays(table)
             pieces.append(self._utf8_only((words.slice(row), vectors[row:])))
+        self.spliced += 1
         return pieces
 
     def _careful(self, buf: bytes, last: bool) -> list:

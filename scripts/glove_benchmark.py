@@ -94,6 +94,7 @@ def main() -> None:
         slice_file.write_bytes(head[: head.rfind(b"\n") + 1])
         shutil.rmtree(cache, ignore_errors=True)
         os.sync()
+        load0 = os.getloadavg()[0]
 
         old = child(f"""
 from reference_glove import reference_parse
@@ -149,7 +150,8 @@ extra = {{"open_s": time.perf_counter() - t, "rows": len(g)}}
 
         slice_bytes = slice_file.stat().st_size
         old_rate = slice_bytes / old["parse_s"]
-        print(f"\nGloVe first run, generated file {size / 1e9:.2f} GB, {args.words:,} words (same run, same machine):")
+        print(f"\nGloVe first run, generated file {size / 1e9:.2f} GB, {args.words:,} words (same run, same machine; "
+              f"load average before {load0:.1f}, after {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores):")
         print(f"  plain line-by-line parser, first {slice_bytes / 1e6:.0f} MB: {old_rate / 1e6:6.1f} MB/s "
               f"-> whole file ~{size / old_rate:.0f} s; peak RSS {old['peak_rss_mb']:.0f} MB at "
               f"{old['rows']:,} rows (grows with the file: ~{old['peak_rss_mb'] * size / slice_bytes / 1e3:.1f} GB "
@@ -157,6 +159,10 @@ extra = {{"open_s": time.perf_counter() - t, "rows": len(g)}}
         print(f"  new parser, whole file:                {size / new['parse_s'] / 1e6:6.1f} MB/s "
               f"-> {new['parse_s']:.1f} s parsing, {new['wall_s']:.1f} s process wall (import torch included), "
               f"CPU {new['cpu_s']:.1f} s; peak RSS {new['peak_rss_mb']:.0f} MB")
+        chunks = json.loads((g.folder / "meta.json").read_text())["chunks"]
+        print(f"    chunks: {chunks['total']}, with left-out rows put back {chunks['with_rows_put_back']}, "
+              f"line by line {chunks['line_by_line']}; CPU time / {os.cpu_count()} cores = "
+              f"{new['cpu_s'] / os.cpu_count():.1f} s")
         print(f"  speed-up {old['parse_s'] / slice_bytes * size / new['parse_s']:.1f}x; cached open + 12 lookups: "
               f"{cached['open_s'] * 1e3:.0f} ms ({cached['rows']:,} rows), peak RSS {cached['peak_rss_mb']:.0f} MB")
         print(f"  checks: rows {'ok' if rows_ok else 'WRONG'}, first {n:,} rows equal the plain parser's: "

@@ -67,6 +67,8 @@ def test_parser_equals_a_plain_reading(tmp_path, small_chunks):
     _odd_file(src, np.random.default_rng(0))
     g = GloveVectors.from_file(src, cache_dir=tmp_path / "cache")
     _assert_same_as_reference(g, src)
+    chunks = json.loads((g.folder / "meta.json").read_text())["chunks"]
+    assert chunks["with_rows_put_back"] > 5 and 0 < chunks["line_by_line"] < 4  # both roads taken
     assert g.skipped_lines == 3  # two non-UTF-8 words, one number that does not parse
     # lookups: words with spaces and non-ASCII, the empty word, a repeated word's last row
     words, vectors = reference_parse(src)
