@@ -36,7 +36,6 @@ import json
 import mmap
 import os
 import queue
-import shutil
 import struct
 import sys
 import tempfile
@@ -245,8 +244,8 @@ def build_cache(path: str | os.PathLike, folder: Path, progress: Progress | None
     from lbdt_cli.utils.atomic import atomic_dir
 
     path = _check_source(path)
-    for stale in folder.parent.glob(f".{folder.name}.tmp-*"):  # left by a killed build; we hold the lock
-        shutil.rmtree(stale, ignore_errors=True)
+    # a build killed outright leaves an owner-tagged temporary folder; atomic_dir removes those
+    # whose owner is gone
     with atomic_dir(folder, overwrite=True) as tmp:
         meta = _parse(path, tmp, progress)
         meta["files"] = {}

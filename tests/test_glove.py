@@ -166,9 +166,14 @@ def test_cached_run_maps_and_a_bad_cache_is_rebuilt(tmp_path, monkeypatch):
         assert builds == [1], how
         assert is_valid_cache(folder, src) and np.array_equal(np.asarray(g2.vectors), expected), how
         assert g2.index("w7") == 7
-    # a build killed half-way leaves a hidden temporary folder: the next build removes it
-    stale = folder.with_name(f".{folder.name}.tmp-dead")
+    # a build killed half-way leaves a temporary folder tagged with its dead owner: the next build
+    # in this folder removes it
+    from lbdt_cli.utils import atomic
+
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    stale = folder.with_name(f".{folder.name}.tmp-{atomic.owner_tag(dead)}abcd")
     stale.mkdir()
+    monkeypatch.setattr(atomic, "_swept", set())
     (folder / "meta.json").unlink()
     GloveVectors.from_file(src, cache_dir=cache)
     assert not stale.exists()
