@@ -11,7 +11,8 @@ An expression that starts with "-" goes after `--`:  lbdt segment clip.mp4 -- "-
 Exit codes: 0 success; 1 unexpected failure (a bug: please report); 2 bad flag or argument;
 3 bad input (video, frame folder, GloVe file); 4 bad checkpoint; 5 output exists or cannot be
 written; 6 some clips failed (--keep-going; the others are done); 130 interrupted (Ctrl-C);
-143 terminated (SIGTERM), 129 (SIGHUP). Nothing half-written is left in any case.
+143 terminated (SIGTERM), 129 (SIGHUP). Nothing half-written is left in any case; a live source's
+files are finalised instead (docs/live.md).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -97,17 +99,24 @@ def register(app: typer.Typer) -> None:
             "per-frame loop on the first clip; writes nothing."),
         benchmark_rounds: int = typer.Option(1, "--benchmark-rounds", help="With --benchmark: repeat the "
             "three runs this many times, taking turns going first, and report medians."),
+        json_lines: bool = typer.Option(False, "--json-lines", help="One JSON object per frame on stdout as "
+            "soon as its masks exist (frame, timestamp, per expression area, bbox, COCO RLE)."),
+        max_latency: Optional[float] = typer.Option(None, "--max-latency", metavar="SECONDS", help="Live "
+            "sources: skip frames when the model falls behind, keeping arrival-to-mask latency under this."),
+        reconnect: float = typer.Option(0.0, "--reconnect", metavar="SECONDS", help="Live network sources: "
+            "when the stream drops, try again (with back-off) for this long before finishing."),
     ) -> None:  # fmt: skip
         """Segment the object each expression describes in every frame of each clip.
 
         Leading arguments that exist (or match a glob, or end like a video file) are inputs; the
         rest are expressions. An expression that starts with "-" goes after "--"
         (lbdt segment clip.mp4 -- "-the odd one"). Output: OUT/<clip>/ with manifest.json,
-        summary.json and the chosen formats (see docs/segment-output.md).
+        summary.json and the chosen formats (see docs/segment-output.md). A live source (`-` for
+        standard input, an rtsp/rtmp/srt/udp/http(s) URL, /dev/videoN) is segmented as it arrives
+        (docs/live.md).
         """
         from lbdt_cli.video.pipeline import (
-            Segmenter, VideoJob, check_expressions, check_selection, plan_outputs, resolve_inputs,
-            split_inputs_and_expressions,
+            VideoJob, check_expressions, check_selection, plan_outputs, resolve_inputs, split_inputs_and_expressions,
         )  # fmt: skip
         from lbdt_cli.runtime import dist_env, shard
         from lbdt_cli.weights import checkpoint_or_default
@@ -115,6 +124,7 @@ def register(app: typer.Typer) -> None:
         from lbdt_cli.utils.completion import is_complete
         from lbdt_cli.video.reader import VideoInfo, probe
         from lbdt_cli.video.outputs import parse_formats
+        from lbdt_cli.video.live_source import is_live_source
 
         # Cheap checks first, so a typo fails before the model loads. Clips are probed one at a time
         # as their turn comes (the first one now), so a run over 10,000 clips starts at once.
@@ -124,6 +134,27 @@ def register(app: typer.Typer) -> None:
         frame_list = _parse_frame_list(attention_maps)
         inputs, expressions = split_inputs_and_expressions(args, expression or ())
         expressions = check_expressions(expressions)
+        if as_json and json_lines:
+            raise LbdtError("--json and --json-lines both write to standard output; choose one")
+        live = [a for a in inputs if is_live_source(a)]
+        if live:
+            if len(inputs) > 1:
+                raise LbdtError(f"a live source ({live[0]}) must be the only input")
+            if start or end is not None or stride != 1 or frame_list or keep_going or skip_existing:
+                raise LbdtError("--start, --end, --stride, --attention-maps, --keep-going and --skip-existing are "
+                                "for files, not live sources")  # fmt: skip
+            if max_latency is not None and max_latency <= 0:
+                raise LbdtError(f"--max-latency must be > 0 seconds, got {max_latency}")
+            if reconnect < 0:
+                raise LbdtError(f"--reconnect must be >= 0 seconds, got {reconnect}")
+            return _segment_live(
+                live[0], expressions, checkpoint=checkpoint_or_default(checkpoint), glove=glove, device=device,
+                precision=precision, batch_size=batch_size, size=size, interval=interval, threshold=threshold,
+                output=output, fmt=fmt, save_probs=save_probs, palette=palette, lossless=lossless,
+                overwrite=overwrite, quiet=quiet, as_json=as_json, json_lines=json_lines, max_latency=max_latency,
+                reconnect=reconnect, benchmark=benchmark)  # fmt: skip
+        if max_latency is not None or reconnect:
+            raise LbdtError("--max-latency and --reconnect are for live sources (-, stream URLs, /dev/videoN)")
         clips = resolve_inputs(inputs)
         outputs = plan_outputs(clips, output)
         env = dist_env()
@@ -157,14 +188,8 @@ def register(app: typer.Typer) -> None:
             err_console.print(f"skipping {len(skipped)} clip(s) whose output is complete (--skip-existing)",
                               highlight=False)  # fmt: skip
 
-        from lbdt_cli.commands._glove import prepare_glove
-
-        prepare_glove(glove, show and rank == 0, err_console)
-        with err_console.status("loading model...", spinner="dots") if show else _Null():
-            seg = Segmenter(checkpoint, glove, device, precision, batch_size, size, interval, threshold)
-            warnings = seg.set_expressions(expressions)
-        for w in warnings:
-            err_console.print(f"[yellow]warning:[/] {markup_safe(w)}", highlight=False, soft_wrap=True)
+        seg, warnings = _load(checkpoint, glove, device, precision, batch_size, size, interval, threshold,
+                              expressions, show, glove_progress=show and rank == 0)  # fmt: skip
         if show:
             err_console.print(
                 f"model [bold]{markup_safe(seg.config_name)}[/] on {seg.predictor.device} ({precision}), input "
@@ -184,7 +209,8 @@ def register(app: typer.Typer) -> None:
 
         results, failures = [], []
         options = dict(start=start, end=end, stride=stride, save_probs=save_probs, palette=palette,
-                       lossless=lossless, overwrite=overwrite, attention_frames=frame_list)  # fmt: skip
+                       lossless=lossless, overwrite=overwrite, attention_frames=frame_list,
+                       json_lines=sys.stdout if json_lines else None)  # fmt: skip
         for clip, out_dir, request in todo:
             try:
                 job = job_for(clip, out_dir)
@@ -200,7 +226,7 @@ def register(app: typer.Typer) -> None:
                                       highlight=False, soft_wrap=True)  # fmt: skip
                 continue
             results.append(summary)
-            if quiet and not as_json:
+            if quiet and not (as_json or json_lines):
                 console.print(markup_safe(job.output), highlight=False, soft_wrap=True)
             elif show:
                 t = summary["time_s"]
@@ -264,9 +290,120 @@ def _print_failures(failures: list, path: Path, total: int) -> None:
     err_console.print(table)
 
 
+def _load(checkpoint, glove, device, precision, batch_size, size, interval, threshold, expressions, show,
+          glove_progress: bool | None = None):  # fmt: skip
+    from lbdt_cli.commands._glove import prepare_glove
+    from lbdt_cli.video.pipeline import Segmenter
+
+    prepare_glove(glove, show if glove_progress is None else glove_progress, err_console)
+    with err_console.status("loading model...", spinner="dots") if show else _Null():
+        seg = Segmenter(checkpoint, glove, device, precision, batch_size, size, interval, threshold)
+        warnings = seg.set_expressions(expressions)
+    for w in warnings:
+        err_console.print(f"[yellow]warning:[/] {markup_safe(w)}", highlight=False, soft_wrap=True)
+    return seg, warnings
+
+
+# How a live run ended -> exit code (the outputs are finalised in every case).
+_LIVE_EXIT = {"interrupted": 130, "terminated": 143, "hangup": 129}
+
+
+def _segment_live(url: str, expressions: list[str], *, checkpoint, glove, device, precision, batch_size, size,
+                  interval, threshold, output: Path, fmt, save_probs, palette, lossless, overwrite, quiet, as_json,
+                  json_lines, max_latency, reconnect, benchmark) -> None:  # fmt: skip
+    from lbdt_cli.utils.atomic import check_writable_output
+    from lbdt_cli.video.live_source import LiveSource, live_output_name
+
+    out_dir = output / live_output_name(url)
+    if not benchmark:
+        check_writable_output(out_dir, overwrite)
+    show = not (quiet or as_json)
+    seg, warnings = _load(checkpoint, glove, device, precision, batch_size, size, interval, threshold, expressions,
+                          show)  # fmt: skip
+    say = (lambda m: err_console.print(f"[dim]{m}[/]", highlight=False, soft_wrap=True)) if show else (lambda m: None)
+    # The model loads first: a live source opened earlier would pile up frames meanwhile.
+    source = LiveSource(url, reconnect_s=reconnect, stdin_fd=sys.stdin.fileno() if url == "-" else None,
+                        on_event=say)  # fmt: skip
+    with err_console.status(f"opening {markup_safe(url)} ...", spinner="dots") if show else _Null():
+        info = source.open()
+    if show:
+        err_console.print(
+            f"model [bold]{seg.config_name}[/] on {seg.predictor.device} ({precision}), input "
+            f"{seg.predictor.input_size}, δ={seg.predictor.interval}, {len(expressions)} expression(s); live "
+            f"source {info.width}x{info.height} at {info.fps:g} fps"
+            + (f", max latency {max_latency:g} s" if max_latency else ""), highlight=False)
+    if benchmark:
+        from lbdt_cli.benchmark import benchmark_live
+
+        r = benchmark_live(seg, source, fmt, max_latency=max_latency, progress=say)
+        _print_live_benchmark(r, as_json)
+        return
+    records_to = sys.stdout if json_lines else None
+    if show:
+        with Progress(TextColumn("[bold]{task.description}"), TextColumn("{task.completed} frames"), _FpsColumn(),
+                      TextColumn("{task.fields[status]}"), console=err_console, transient=False) as progress:  # fmt: skip
+            task = progress.add_task(live_output_name(url), total=None, status="")
+            last = [0.0]
+
+            def on_frame(res) -> None:
+                now = time.monotonic()
+                if now - last[0] >= 0.2:  # a few updates a second are enough
+                    last[0] = now
+                    progress.update(task, completed=res.frames,
+                                    status=f"latency {res.latency.last():.3f} s, skipped {res.skipped}")  # fmt: skip
+
+            summary, res = seg.segment_live(source, out_dir, fmt, save_probs=save_probs, palette=palette,
+                                            lossless=lossless, overwrite=overwrite, max_latency=max_latency,
+                                            json_lines=records_to, on_frame=on_frame)  # fmt: skip
+            progress.update(task, completed=res.frames)
+    else:
+        summary, res = seg.segment_live(source, out_dir, fmt, save_probs=save_probs, palette=palette,
+                                        lossless=lossless, overwrite=overwrite, max_latency=max_latency,
+                                        json_lines=records_to)  # fmt: skip
+    lat = summary["latency_s"]
+    if as_json:
+        sys.stdout.write(json.dumps({"videos": [_brief(summary)], "warnings": warnings}, indent=1) + "\n")
+    elif quiet:
+        if not json_lines:
+            console.print(markup_safe(out_dir), highlight=False, soft_wrap=True)
+    else:
+        ended = res.ended + (f" ({markup_safe(res.ended_detail)})" if res.ended_detail else "")
+        err_console.print(
+            f"[green]wrote[/] {markup_safe(out_dir)}/  {res.frames} frames processed, {res.skipped} skipped, of "
+            f"{res.frames_received} received; ended: {ended}", highlight=False, soft_wrap=True)
+        if lat["frames"]:
+            err_console.print(f"    latency (arrival to mask): median {lat['median_s']:.3f} s, p95 {lat['p95_s']:.3f} s, "
+                              f"max {lat['max_s']:.3f} s", highlight=False)  # fmt: skip
+    if res.ended in _LIVE_EXIT:
+        raise typer.Exit(_LIVE_EXIT[res.ended])
+
+
+def _print_live_benchmark(r: dict, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(r, indent=1) + "\n")
+        return
+    lat = r["latency_s"]
+    table = Table(title=f"{r['source']}: live, {r['frames_received']} frames received at {r['source_fps']:g} fps, "
+                        f"{r['expressions']} expression(s), {r['model']} @ {r['input_size']}, {r['device']}",
+                  title_justify="left")  # fmt: skip
+    for col in ("", "median", "p95", "max"):
+        table.add_column(col, justify="right" if col else "left")
+    table.add_row("latency, arrival to mask (s)", f"{lat['median_s']:.3f}", f"{lat['p95_s']:.3f}", f"{lat['max_s']:.3f}")
+    b = r["baseline_s"]
+    table.add_row("baseline: one frame alone through the model, batch 1 (s)", f"{b['median_s']:.3f}",
+                  f"{b['p95_s']:.3f}", f"{b['max_s']:.3f}")  # fmt: skip
+    console.print(table)
+    console.print(f"processed {r['frames']} frames ({r['fps_processed']:.2f} fps), skipped {r['skipped']}"
+                  + (f" (--max-latency {r['max_latency_s']:g} s)" if r["max_latency_s"] else "")
+                  + f"; ended: {r['ended']}; peak RSS {r['peak_rss_mb']:.0f} MiB", highlight=False)  # fmt: skip
+
+
 def _brief(summary: dict) -> dict:
     keys = ("source", "output", "frames", "width", "height", "source_fps", "fps_measured", "time_s", "model")
     out = {k: summary.get(k) for k in keys}
+    if summary.get("live"):
+        for k in ("ended", "ended_detail", "frames_received", "skipped_frames", "reconnects", "latency_s"):
+            out[k] = summary.get(k)
     out["expressions"] = [{k: e[k] for k in ("folder", "text", "frames_with_object", "mean_area_fraction")}
                           for e in summary["expressions"]]  # fmt: skip
     return out

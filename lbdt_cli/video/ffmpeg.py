@@ -3,6 +3,7 @@
     info = probe_file(path)                          # parses the banner of `ffmpeg -i` (no ffprobe)
     reader = FFmpegReader(info, start)               # raw rgb24 frames from a pipe
     writer = FFmpegWriter(path, w, h, fps, "rgb24", h264_args(w, h))   # raw frames into a file
+    live = FFmpegLiveReader(url, input_args)         # a live source: size, rate and pts from its log
     frames = decode_video(path); encode_video(frames, path, fps)       # whole clips (small data)
 
 The binary is `ffmpeg` on PATH, else the one the imageio-ffmpeg wheel carries.
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,6 +34,7 @@ __all__ = [
     "ffmpeg_error",
     "FFmpegReader",
     "FFmpegWriter",
+    "FFmpegLiveReader",
     "h264_args",
     "decode_video",
     "encode_video",
@@ -210,7 +213,9 @@ class FFmpegWriter:
 
     def __init__(self, path: Path, width: int, height: int, fps: float, pix_fmt_in: str, codec_args: list[str],
                  extra_inputs: list[str] | None = None, maps: list[str] | None = None,
-                 threads: int | None = 1) -> None:  # fmt: skip
+                 threads: int | None = 1, own_session: bool = False) -> None:  # fmt: skip
+        """`own_session`: not in the terminal's process group, so Ctrl-C reaches only us and we
+        close the file properly (live runs finalise their outputs on Ctrl-C)."""
         self.path = Path(path)
         self._log = tempfile.TemporaryFile()
         cmd = [
@@ -221,7 +226,8 @@ class FFmpegWriter:
             *(["-threads", str(threads)] if threads else []),
             str(self.path),
         ]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log,
+                                     start_new_session=own_session)  # fmt: skip
 
     def write(self, data: np.ndarray) -> None:
         try:
@@ -255,12 +261,136 @@ class FFmpegWriter:
         self._log.close()
 
 
-def h264_args(width: int, height: int, lossless: bool = False) -> list[str]:
-    """H.264 output options for an mp4 that plays everywhere."""
+_LIVE_OUTPUT_STREAM = re.compile(r"^\s*Stream #0:\d+.*: Video: rawvideo.*?, (\d{1,6})x(\d{1,6})\b")
+_SHOWINFO = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(\S+)\s+pts_time:(\S+)")
+
+
+class FFmpegLiveReader:
+    """An ffmpeg process decoding a live source (URL, `pipe:0`, V4L2 device) to raw rgb24 frames.
+
+    There is no separate probe (a pipe or a live stream can be read only once): the log is read
+    on a thread, the output banner gives the frame size and rate (`ready` is set then, or when
+    ffmpeg exits), and the `showinfo` filter gives each frame's presentation time. ffmpeg runs
+    in its own session, so Ctrl-C in the terminal reaches only us.
+    """
+
+    def __init__(self, source: str, input_args: list[str], stdin=subprocess.DEVNULL,
+                 size: tuple[int, int] | None = None) -> None:  # fmt: skip
+        vf = "showinfo" if size is None else f"scale={size[0]}:{size[1]},showinfo"
+        cmd = [
+            ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", "-threads", "1", *input_args,
+            "-i", source, "-map", "0:v:0", "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24",
+            "-fps_mode", "passthrough", "pipe:1",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True)  # fmt: skip
+        self.lines: collections.deque[str] = collections.deque(maxlen=40)
+        self.pts: collections.deque[float | None] = collections.deque()
+        self.size: tuple[int, int] | None = None
+        self.fps: float | None = None
+        self.ready = threading.Event()
+        self._cond = threading.Condition()
+        self._log_done = False
+        self._thread = threading.Thread(target=self._read_log, daemon=True)
+        self._thread.start()
+
+    def _read_log(self) -> None:
+        assert self.proc.stderr is not None
+        input_fps = None
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            m = _SHOWINFO.search(line)
+            if m:
+                try:
+                    t = float(m.group(3))
+                except ValueError:  # NOPTS
+                    t = None
+                with self._cond:
+                    self.pts.append(t)
+                    self._cond.notify_all()
+                continue
+            if "Parsed_showinfo" in line:
+                continue  # side data of a frame
+            self.lines.append(line)
+            if self.size is None and " Video: " in line:
+                fps_values = {u: float(v) * (1000 if k else 1) for v, k, u in _FPS.findall(line)}
+                fps = fps_values.get("fps") or fps_values.get("tbr")
+                out = _LIVE_OUTPUT_STREAM.match(line)
+                if out:
+                    self.size = (int(out.group(1)), int(out.group(2)))
+                    self.fps = input_fps or fps
+                    self.ready.set()
+                elif fps:
+                    input_fps = input_fps or fps
+        with self._cond:
+            self._log_done = True
+            self._cond.notify_all()
+        self.ready.set()
+
+    def read(self) -> bytearray | None:
+        """One frame's bytes, or None at the end (or when stopped)."""
+        n = self.size[0] * self.size[1] * 3
+        buf = bytearray(n)
+        view, got = memoryview(buf), 0
+        while got < n:
+            try:
+                k = self.proc.stdout.readinto(view[got:])
+            except (OSError, ValueError):  # closed by stop()
+                return None
+            if not k:
+                return None
+            got += k
+        return buf
+
+    def pts_of(self, n: int, timeout: float = 0.5) -> float | None:
+        """Presentation time (s) of the n-th frame read (its log line may trail the frame a little)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.pts) <= n and not self._log_done:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+            return self.pts[n] if len(self.pts) > n else None
+
+    def error_text(self) -> str:
+        """The last telling log line (after ffmpeg exited)."""
+        self._thread.join(timeout=5)
+        skip = ("Input #", "Output #", "Stream ", "Metadata", "Duration", "  ", "Press [q]")
+        lines = [ln.strip() for ln in self.lines if ln.strip() and not ln.startswith(skip)]
+        return lines[-1] if lines else f"ffmpeg exit code {self.proc.returncode}"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+    def close(self) -> None:
+        self.kill()
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+        self.proc.wait()
+        self._thread.join(timeout=5)
+
+
+def h264_args(width: int, height: int, lossless: bool = False, fragment_frames: int | None = None) -> list[str]:
+    """H.264 output options for an mp4 that plays everywhere.
+
+    With `fragment_frames` (live sources) the mp4 is fragmented, with a keyframe and a fragment
+    every that many frames, and no encoder delay: players can open it while it grows, and
+    whatever was written before the process stopped stays playable."""
     # yuv420p needs even sizes; odd-sized clips keep their exact size with yuv444p instead of padding.
     pix = "yuv420p" if width % 2 == 0 and height % 2 == 0 and not lossless else "yuv444p"
     quality = ["-qp", "0"] if lossless else ["-crf", "18"]
-    return ["-c:v", "libx264", "-preset", "veryfast", *quality, "-pix_fmt", pix, "-movflags", "+faststart"]
+    if fragment_frames:
+        layout = ["-tune", "zerolatency", "-g", str(fragment_frames),
+                  "-movflags", "frag_keyframe+empty_moov+default_base_moof", "-flush_packets", "1"]  # fmt: skip
+    else:
+        layout = ["-movflags", "+faststart"]
+    return ["-c:v", "libx264", "-preset", "veryfast", *quality, "-pix_fmt", pix, *layout]
 
 
 # ---------------------------------------------------------------------------------------------

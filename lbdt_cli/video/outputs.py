@@ -1,12 +1,20 @@
 """All outputs of one clip: `OUT/<clip>/`, built under a hidden temporary name beside it and renamed
 into place only when every writer has finished (`VideoOutputs.finish`). On an error or Ctrl-C the
-temporary folder is deleted, so a half-written output never appears under the final name."""
+temporary folder is deleted, so a half-written output never appears under the final name.
+
+A live source (`meta.live`) is different: what was written before the stream ended is the result,
+and it must be usable while the stream runs. Its folder is created under the final name at the
+start; manifest.json and summary.json say `"in_progress": true` until the run ends, and
+summary.json is rewritten (renamed into place) about every second. Every ending (the stream
+ending, Ctrl-C, SIGTERM, an error) closes the files and writes `"in_progress": false` with how it
+ended; the folder is removed only if it fails before the first frame could be written."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Sequence
@@ -14,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from lbdt_cli.errors import LbdtError, OutputError
-from lbdt_cli.utils.atomic import atomic_dir, check_writable_output
+from lbdt_cli.utils.atomic import atomic_dir, check_writable_output, remove_path
 from lbdt_cli.video.info import Frame, VideoInfo
 from lbdt_cli.video.writers import (
     H5Writer, MaskVideoWriter, OverlayWriter, PaletteWriter, PngWriter, SegmentMeta, SummaryWriter, Writer,
@@ -62,6 +70,8 @@ class VideoOutputs:
 
     def __enter__(self) -> "VideoOutputs":
         check_writable_output(self.final_dir, self.overwrite)
+        if self.meta.live:
+            return self._enter_live()
         self._stack = ExitStack()
         self.root = self._stack.enter_context(atomic_dir(self.final_dir, overwrite=self.overwrite))
         try:
@@ -69,6 +79,24 @@ class VideoOutputs:
         except BaseException:
             self._abort_writers()
             self._stack.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def _enter_live(self) -> "VideoOutputs":
+        remove_path(self.final_dir)  # only there with --overwrite (checked above)
+        try:
+            self.final_dir.mkdir(parents=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create {self.final_dir}: {exc.strerror or exc}") from None
+        self.root = self.final_dir
+        self._last_progress = 0.0
+        try:
+            self._open_writers()
+            self._write_manifest(in_progress=True)
+            self.summary_writer.finish({}, {"in_progress": True})
+        except BaseException:
+            self._abort_writers()
+            remove_path(self.final_dir)
             raise
         return self
 
@@ -95,11 +123,25 @@ class VideoOutputs:
             self.writers.append(w)  # aborted with the others if open() fails part-way
             w.open()
 
-    def write(self, frame: Frame, probs: np.ndarray) -> None:
-        """probs: float32 [E, H, W] at the clip's own size; thresholded here (> threshold)."""
-        masks = (probs > self.meta.threshold).astype(np.uint8)
+    def write(self, frame: Frame, probs: np.ndarray, masks: np.ndarray | None = None) -> None:
+        """probs: float32 [E, H, W] at the clip's own size; thresholded here (> threshold) unless
+        the masks are given."""
+        if masks is None:
+            masks = (probs > self.meta.threshold).astype(np.uint8)
         for w in self.writers:
             w.write(frame, probs, masks)
+
+    def skip(self, frame: Frame) -> None:
+        """A live frame the model skipped (--max-latency)."""
+        for w in self.writers:
+            w.skip(frame)
+
+    def progress(self, status) -> None:
+        """Live runs: rewrite summary.json with `status()` (a dict) at most about once a second."""
+        now = time.monotonic()
+        if now - self._last_progress >= 1.0:
+            self._last_progress = now
+            self.summary_writer.finish({}, {"in_progress": True, **status()})
 
     def write_attention(self, name: str, image: np.ndarray) -> None:
         import cv2
@@ -129,15 +171,27 @@ class VideoOutputs:
             "frame_file_names": "<frame> is the source frame index, 6 digits (000000.png)",
         }
 
-    def finish(self, timings: dict | None = None, request: dict | None = None) -> dict:
-        """Close every writer, write manifest.json and summary.json (and, given `request`, the
-        completion marker, last), move the folder into place."""
+    def _write_manifest(self, in_progress: bool | None = None) -> None:
+        manifest = self._manifest()
+        if in_progress is not None:
+            manifest["in_progress"] = in_progress
+        tmp = self.root / ".manifest.json.tmp"
+        with open(tmp, "w") as f:
+            json.dump(manifest, f, indent=1, ensure_ascii=False)
+            f.write("\n")
+        os.replace(tmp, self.root / "manifest.json")
+
+    def finish(self, timings: dict | None = None, request: dict | None = None, extra: dict | None = None) -> dict:
+        """Close every writer, write manifest.json and summary.json (+ `extra`; and, given `request`,
+        the completion marker, last), move the folder into place (live runs: it is in place already)."""
         for w in self.writers:
             w.close()
-        with open(self.root / "manifest.json", "w") as f:
-            json.dump(self._manifest(), f, indent=1, ensure_ascii=False)
-            f.write("\n")
-        summary = self.summary_writer.finish(timings)
+        if self.meta.live:
+            self.finished = True
+            self._write_manifest(in_progress=False)
+            return self.summary_writer.finish(timings, {"in_progress": False, **(extra or {})})
+        self._write_manifest()
+        summary = self.summary_writer.finish(timings, extra)
         if request is not None:
             from lbdt_cli.utils.completion import write_marker
 
@@ -146,12 +200,32 @@ class VideoOutputs:
         self._stack.__exit__(None, None, None)  # renames the temporary folder onto final_dir
         return summary
 
+    def _finish_live_after(self, exc: BaseException) -> None:
+        """A live run stopped by an exception: keep what was written, closing what can be closed."""
+        for w in self.writers:
+            try:
+                w.close()
+            except BaseException:  # noqa: BLE001 - one broken file must not lose the others
+                w.abort()
+        # KeyboardInterrupt: a second Ctrl-C; another BaseException: a signal turned into one
+        ended = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error" if isinstance(exc, Exception) \
+            else "terminated"
+        try:
+            self._write_manifest(in_progress=False)
+            self.summary_writer.finish({}, {"in_progress": False, "ended": ended, "ended_detail": str(exc)})
+        except OSError:
+            pass
+
     def _abort_writers(self) -> None:
         for w in self.writers:
             w.abort()
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if self.finished:
+            return False
+        if self.meta.live:
+            self.finished = True
+            self._finish_live_after(exc if exc is not None else OutputError("the run was not finished"))
             return False
         if exc_type is None:  # left without finish(): treat as a failure, leave nothing behind
             exc_type, exc = OutputError, OutputError(f"{self.final_dir} was not finished")

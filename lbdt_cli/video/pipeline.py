@@ -9,15 +9,22 @@ import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import IO, TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
 
 from lbdt_cli.errors import InputError, LbdtError
 from lbdt_cli.utils.memory import peak_rss_mb
 from lbdt_cli.video.draw import render_attention
 from lbdt_cli.video.info import VideoInfo
+from lbdt_cli.video.live_source import LiveSource, is_live_source
+from lbdt_cli.video.mask_records import JsonLinesWriter
 from lbdt_cli.video.outputs import VideoOutputs
 from lbdt_cli.video.reader import IMAGE_SUFFIXES, check_range, count_frames, iter_frames, list_frame_files
 from lbdt_cli.video.writers import SegmentMeta, expr_dir_name
+
+if TYPE_CHECKING:
+    from lbdt_cli.video.live import LiveResult
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -44,8 +51,9 @@ _GLOB_CHARS = "*?["
 
 def looks_like_input(arg: str) -> bool:
     """An existing path, a glob, or a name ending like a video file (so a typo is reported as a
-    missing file rather than taken for an expression)."""
-    if os.path.exists(arg):
+    missing file rather than taken for an expression). Live sources (`-`, stream URLs,
+    /dev/video*) are inputs too."""
+    if is_live_source(arg) or os.path.exists(arg):
         return True
     if any(c in arg for c in _GLOB_CHARS) and glob.glob(arg):
         return True
@@ -201,16 +209,22 @@ class Segmenter:
     def segment(self, job: VideoJob, formats: Sequence[str], *, start: int = 0, end: int | None = None,
                 stride: int = 1, save_probs: bool = False, palette: bool = False, lossless: bool = False,
                 overwrite: bool = False, attention_frames: Sequence[int] | None = None,
-                on_frame: Callable[[int], None] | None = None, request: dict | None = None) -> dict:  # fmt: skip
+                on_frame: Callable[[int], None] | None = None, request: dict | None = None,
+                json_lines: IO[str] | None = None) -> dict:  # fmt: skip
         """Run the clip through the engine into its writers; returns the summary dict. `request`
-        (what was asked, see `request_key`) goes into the folder's completion marker."""
+        (what was asked, see `request_key`) goes into the folder's completion marker.
+        `json_lines`: a text stream that gets one JSON object per frame (mask_records)."""
         meta = self.meta_for(job, start, end, stride)
         tokens = self.tokens
+        records = JsonLinesWriter(json_lines, self.expressions) if json_lines is not None else None
         with VideoOutputs(job.output, job.info, meta, formats, save_probs=save_probs, palette=palette,
                           lossless=lossless, overwrite=overwrite) as out:  # fmt: skip
 
             def sink(pred) -> None:
                 out.write(pred.frame, pred.probs)
+                if records is not None:
+                    masks = (pred.probs > self.threshold).astype(np.uint8)
+                    records.write(pred.frame.index, pred.frame.timestamp_s, masks)
                 if pred.attention:
                     for e, maps in enumerate(pred.attention):
                         image = render_attention(pred.frame.rgb, pred.extra.get("prev_rgb"), tokens[e], maps,
@@ -229,3 +243,31 @@ class Segmenter:
             summary = out.finish({**timings.as_dict(), "peak_rss_mb": round(peak_rss_mb(), 1)}, request=request)
         summary["output"] = str(job.output)
         return summary
+
+    def segment_live(self, source: LiveSource, output: Path, formats: Sequence[str], *, save_probs: bool = False,
+                     palette: bool = False, lossless: bool = False, overwrite: bool = False,
+                     max_latency: float | None = None, json_lines: IO[str] | None = None,
+                     on_frame: Callable | None = None, handle_signals: bool = True) -> tuple[dict, "LiveResult"]:  # fmt: skip
+        """Segment an opened live source until it ends (see video/live.py) into `output`, which is
+        written in place and finalised on every ending. Returns (summary dict, LiveResult)."""
+        from lbdt_cli.video.live import LiveRun
+
+        assert source.info is not None, "open the source first"
+        meta = SegmentMeta(
+            source=source.url, expressions=self.expressions, threshold=self.threshold,
+            interval=self.predictor.interval, input_size=self.predictor.input_size, checkpoint=str(self.checkpoint),
+            live=True,
+            extra={"model": self.config_name, "device": str(self.predictor.device), "precision": self.precision,
+                   "batch_size": self.batch_size, "live": True, "max_latency_s": max_latency},
+        )  # fmt: skip
+        with VideoOutputs(output, source.info, meta, formats, save_probs=save_probs, palette=palette,
+                          lossless=lossless, overwrite=overwrite) as out:  # fmt: skip
+            records = JsonLinesWriter(json_lines, self.expressions) if json_lines is not None else None
+            run = LiveRun(self.predictor, self.text, len(self.expressions), self.threshold, source,
+                          max_latency=max_latency, json_lines=records, outputs=out, on_frame=on_frame,
+                          handle_signals=handle_signals)  # fmt: skip
+            result = run.run()
+            summary = out.finish({**result.time_s, "peak_rss_mb": round(peak_rss_mb(), 1)},
+                                 extra=result.as_dict())
+        summary["output"] = str(output)
+        return summary, result

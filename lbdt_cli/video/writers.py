@@ -4,8 +4,13 @@ Every writer is built from the clip's folder, its `VideoInfo` and the run's `Seg
 
     w.open()                       creates its files / starts its ffmpeg process
     w.write(frame, probs, masks)   each frame in order: probs float32 [E, H, W], masks uint8 0/1 [E, H, W]
+    w.skip(frame)                  a live-source frame the model skipped (--max-latency): the videos
+                                   hold the last mask so they keep the source timing; others ignore it
     w.close()                      completes the files (OutputError if they cannot be written)
     w.abort()                      stops and drops what is open, never raises (the folder is deleted anyway)
+
+For a live source (`meta.live`) every file can be read while it grows: HDF5 in SWMR mode, flushed
+at least every half second; PNGs renamed into place complete; fragmented mp4 videos.
 
 Writers keep no frame history, so memory stays flat for any clip length. `VideoOutputs`
 (outputs.py) picks the writers of a run and owns the folder. Layout: docs/segment-output.md.
@@ -14,6 +19,8 @@ Writers keep no frame history, so memory stays flat for any clip length. `VideoO
 from __future__ import annotations
 
 import json
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,10 +65,16 @@ class SegmentMeta:
     start: int = 0
     end: int | None = None
     stride: int = 1
+    live: bool = False  # a live source: files readable while they grow (see the module doc)
     extra: dict = field(default_factory=dict)
 
     def output_fps(self, info: VideoInfo) -> float:
         return info.fps / self.stride  # keeps the source timing when frames are skipped
+
+    def h264_args(self, info: VideoInfo, lossless: bool = False) -> list[str]:
+        # live: a fragment (and keyframe) about every second
+        frag = max(1, round(self.output_fps(info))) if self.live else None
+        return h264_args(info.width, info.height, lossless, fragment_frames=frag)
 
 
 class Writer:
@@ -76,11 +89,24 @@ class Writer:
     def write(self, frame: Frame, probs: np.ndarray, masks: np.ndarray) -> None:
         raise NotImplementedError
 
+    def skip(self, frame: Frame) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
     def abort(self) -> None:
         pass
+
+
+def _write_image(path: Path, write, live: bool) -> None:
+    """write(path) creates the image; for live runs under a temporary name renamed into place, so
+    a reader never sees half a file."""
+    target = path.with_name(f".{path.stem}.tmp{path.suffix}") if live else path
+    if write(target) is False:
+        raise OutputError(f"cannot write {path}")
+    if live:
+        os.replace(target, path)
 
 
 class H5Writer(Writer):
@@ -98,7 +124,8 @@ class H5Writer(Writer):
 
         info, meta = self.info, self.meta
         E, H, W = len(meta.expressions), info.height, info.width
-        self.f = h5py.File(self.path, "w")
+        # live: SWMR, so `h5py.File(path, "r", swmr=True)` can read it while it grows
+        self.f = h5py.File(self.path, "w", libver="latest") if meta.live else h5py.File(self.path, "w")
         kw = dict(chunks=(1, 1, H, W), compression="gzip", compression_opts=4, shuffle=True)
         self.masks = self.f.create_dataset("masks", (E, 0, H, W), maxshape=(E, None, H, W), dtype="u1", **kw)
         self.probs = (
@@ -114,6 +141,9 @@ class H5Writer(Writer):
             input_size=meta.input_size, checkpoint=meta.checkpoint, source=meta.source, stride=meta.stride,
             masks_axes="expression, frame, height, width",
         )  # fmt: skip
+        if meta.live:
+            self.f.swmr_mode = True
+            self._flushed = time.monotonic()
 
     def write(self, frame: Frame, probs: np.ndarray, masks: np.ndarray) -> None:
         t = self.t
@@ -127,6 +157,9 @@ class H5Writer(Writer):
             ds.resize(t + 1, axis=0)
             ds[t] = value
         self.t += 1
+        if self.meta.live and time.monotonic() - self._flushed >= 0.5:
+            self.f.flush()
+            self._flushed = time.monotonic()
 
     def close(self) -> None:
         self.f.close()
@@ -151,8 +184,8 @@ class PngWriter(Writer):
         import cv2
 
         for d, m in zip(self.dirs, masks):
-            if not cv2.imwrite(str(d / f"{frame.index:06d}.png"), m * np.uint8(255)):
-                raise OutputError(f"cannot write {d / f'{frame.index:06d}.png'}")
+            _write_image(d / f"{frame.index:06d}.png", lambda p, m=m: cv2.imwrite(str(p), m * np.uint8(255)),
+                         self.meta.live)  # fmt: skip
 
 
 class PaletteWriter(Writer):
@@ -169,7 +202,7 @@ class PaletteWriter(Writer):
 
         img = Image.fromarray(label_image(masks), mode="P")
         img.putpalette(self.palette)
-        img.save(self.dir / f"{frame.index:06d}.png", optimize=False)
+        _write_image(self.dir / f"{frame.index:06d}.png", lambda p: img.save(p, optimize=False), self.meta.live)
 
 
 class MaskVideoWriter(Writer):
@@ -179,17 +212,26 @@ class MaskVideoWriter(Writer):
         super().__init__(root, info, meta)
         self.lossless = lossless
         self.encoders: list[FFmpegWriter] = []
+        self.last: np.ndarray | None = None
 
     def open(self) -> None:
         info = self.info
         for e in range(len(self.meta.expressions)):
             d = self.root / expr_dir_name(e)
             d.mkdir(parents=True, exist_ok=True)
-            args = h264_args(info.width, info.height, self.lossless)
-            self.encoders.append(
-                FFmpegWriter(d / "mask.mp4", info.width, info.height, self.meta.output_fps(info), "gray", args))
+            args = self.meta.h264_args(info, self.lossless)
+            self.encoders.append(FFmpegWriter(d / "mask.mp4", info.width, info.height, self.meta.output_fps(info),
+                                              "gray", args, own_session=self.meta.live))  # fmt: skip
 
     def write(self, frame: Frame, probs: np.ndarray, masks: np.ndarray) -> None:
+        self.last = masks
+        for w, m in zip(self.encoders, masks):
+            w.write(m * np.uint8(255))
+
+    def skip(self, frame: Frame) -> None:
+        masks = self.last
+        if masks is None:
+            masks = np.zeros((len(self.encoders), *frame.rgb.shape[:2]), np.uint8)
         for w, m in zip(self.encoders, masks):
             w.write(m * np.uint8(255))
 
@@ -206,6 +248,7 @@ class OverlayWriter(Writer):
     """overlay.mp4: source frames with all masks drawn on them, at the source timing, with its audio."""
 
     encoder: FFmpegWriter | None = None
+    last: np.ndarray | None = None
 
     def open(self) -> None:
         info, meta = self.info, self.meta
@@ -217,11 +260,18 @@ class OverlayWriter(Writer):
             extra += ["-i", info.path]
             maps += ["-map", "1:a:0?"]
             audio = ["-c:a", "copy" if (info.audio_codec or "") in _MP4_AUDIO else "aac", "-shortest"]
-        args = h264_args(info.width, info.height, lossless=False) + audio
+        args = meta.h264_args(info) + audio
         self.encoder = FFmpegWriter(self.root / "overlay.mp4", info.width, info.height, meta.output_fps(info),
-                                    "rgb24", args, extra, maps)  # fmt: skip
+                                    "rgb24", args, extra, maps, own_session=meta.live)  # fmt: skip
 
     def write(self, frame: Frame, probs: np.ndarray, masks: np.ndarray) -> None:
+        self.last = masks
+        self.encoder.write(draw_overlay(frame.rgb, masks, self.meta.expressions))
+
+    def skip(self, frame: Frame) -> None:
+        masks = self.last
+        if masks is None:
+            masks = np.zeros((len(self.meta.expressions), *frame.rgb.shape[:2]), np.uint8)
         self.encoder.write(draw_overlay(frame.rgb, masks, self.meta.expressions))
 
     def close(self) -> None:
@@ -274,7 +324,10 @@ class SummaryWriter(Writer):
             **meta.extra,
         }  # fmt: skip
 
-    def finish(self, timings: dict | None = None) -> dict:
-        data = self.summary(timings)
-        self.path.write_text(json.dumps(data, indent=1) + "\n")
+    def finish(self, timings: dict | None = None, extra: dict | None = None) -> dict:
+        """Writes summary.json (renamed into place complete, so a reader never sees half of it)."""
+        data = {**self.summary(timings), **(extra or {})}
+        tmp = self.path.with_name(".summary.json.tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        os.replace(tmp, self.path)
         return data
