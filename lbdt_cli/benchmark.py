@@ -261,8 +261,7 @@ def benchmark_live(seg: Segmenter, source, formats: Sequence[str], *, max_latenc
     for i in range(baseline_repeats + 1):
         t0 = time.perf_counter()
         frame = Frame(i, 0.0, rgb[i % 2])
-        out = pred._run_batch([(frame, pred._preprocess(frame.rgb), pred._preprocess(rgb[(i + 1) % 2]), None)],
-                              seg.text, num_expr, None)  # fmt: skip
+        out = pred.predict_batch([(frame, pred.preprocess(frame.rgb), pred.preprocess(rgb[(i + 1) % 2]))], seg.text)
         (out[0].probs > seg.threshold).astype(np.uint8)
         if i:  # the first call warms up
             times.append(time.perf_counter() - t0)

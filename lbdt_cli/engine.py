@@ -259,6 +259,15 @@ class Predictor:
             })  # fmt: skip
         return maps
 
+    def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
+        """uint8 [H, W, 3] -> normalised [3, S, S] on the device, for callers that batch themselves."""
+        return self._preprocess(rgb)
+
+    def predict_batch(self, batch: Sequence, text) -> list[FramePrediction]:
+        """One batch the caller picked (the live loop): [(frame, x, x_prev)] with x, x_prev from
+        `preprocess`; every expression of `text` for each frame."""
+        return self._run_batch([(f, x, p, None) for f, x, p in batch], text, int(text.words.shape[0]), None)
+
     # ------------------------------------------------------------------ streams
 
     def predict_stream(self, frames: Iterable, text, *, select: Callable[[object], bool] | None = None,

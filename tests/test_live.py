@@ -172,13 +172,13 @@ def test_pipe_source_and_max_latency_with_a_slow_model(segmenter, clip, monkeypa
     --max-latency 0.4, frames are skipped and p95 stays under 0.4 s."""
     data = clip.read_bytes()
     pred = segmenter.predictor
-    real = pred._run_batch
+    real = pred.predict_batch
 
     def slow(batch, *a, **k):
         time.sleep(0.15 * len(batch))
         return real(batch, *a, **k)
 
-    monkeypatch.setattr(pred, "_run_batch", slow)
+    monkeypatch.setattr(pred, "predict_batch", slow)
 
     def feed(fd: int) -> None:  # ~3 s of clip, in 30 pieces
         step = -(-len(data) // 30)

@@ -199,7 +199,7 @@ class LiveRun:
         def prepared(frame: LiveFrame):
             x = cache.get(frame.index)
             if x is None:
-                x = cache[frame.index] = self.predictor._preprocess(frame.rgb)
+                x = cache[frame.index] = self.predictor.preprocess(frame.rgb)
                 while len(cache) > 2 * (self.predictor.interval + self.frames_per_batch):
                     cache.popitem(last=False)
             return x
@@ -230,8 +230,7 @@ class LiveRun:
                     if not batch:
                         continue
                     t0 = time.perf_counter()
-                    items = [(f, prepared(f), prepared(p), None) for f, p in batch]
-                    preds = self.predictor._run_batch(items, self.text, self.num_expr, None)
+                    preds = self.predictor.predict_batch([(f, prepared(f), prepared(p)) for f, p in batch], self.text)
                     model_s += time.perf_counter() - t0
                     for pred in preds:
                         masks = (pred.probs > self.threshold).astype(np.uint8)
