@@ -1,6 +1,6 @@
 """`lbdt eval` as a library: run a model (or read a folder of masks) over a dataset's samples and score them.
 
-    dataset = open_dataset("a2d", root, "test")
+    dataset = open_dataset("a2d", root, "test")   # lbdt_cli.data
     predictor = Predictor.from_checkpoint(checkpoint, glove=glove, device="auto", batch_size=8)
     result = evaluate_model(dataset, predictor, protocol="default")
     result.metrics            # {"P@0.5": ..., "AP": ..., "overall_iou": ..., "mean_iou": ..., ...}
@@ -33,13 +33,6 @@ PROTOCOLS = ("default", "lbdt")
 METRIC_KEYS = ("P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9", "AP", "overall_iou", "mean_iou")
 EXTRA_KEYS = ("mAP_coco", "J", "F", "J&F")
 SCORES_FILE = "scores.json"
-# the paper's Tables 1 and 2: AP / overall IoU / mean IoU, in percent
-PAPER = {
-    "a2d": {"lbdt1": {"AP": 46.1, "overall_iou": 70.1, "mean_iou": 61.2},
-            "lbdt4": {"AP": 47.2, "overall_iou": 70.4, "mean_iou": 62.1}},
-    "jhmdb": {"lbdt1": {"AP": 40.3, "overall_iou": 64.6, "mean_iou": 65.2},
-              "lbdt4": {"AP": 41.1, "overall_iou": 64.5, "mean_iou": 65.8}},
-}
 
 
 @dataclass
@@ -65,8 +58,9 @@ def resolution_note(protocol: str, input_size: int | None = None) -> str:
     return "original frame size, raw GT; prediction upsampled bilinearly then sigmoid > 0.5"
 
 
-def paper_reference(dataset: str, config_name: str | None) -> dict[str, dict]:
-    ref = PAPER.get(dataset, {})
+def paper_reference(dataset: RvosDataset | type[RvosDataset], config_name: str | None) -> dict[str, dict]:
+    """The paper's numbers for this dataset (the reader class holds them), as printed beside ours."""
+    ref = dataset.paper
     if config_name in ref:
         return {f"paper {config_name.upper().replace('LBDT', 'LBDT-')}": ref[config_name]}
     return {f"paper {k.upper().replace('LBDT', 'LBDT-')}": v for k, v in ref.items()}

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from lbdt_cli.data.common import open_dataset, previous_frame, previous_frames
+from lbdt_cli.data import open_dataset
+from lbdt_cli.data.common import previous_frame, previous_frames
 from lbdt_cli.errors import InputError, LbdtError
 from rvos_layouts import A2D_MASKS, H, W, davis_labels, frame_rgb, make_a2d, make_davis, make_jhmdb, make_ytvos, ytvos_labels
 

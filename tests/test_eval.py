@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from lbdt_cli.cli import main
-from lbdt_cli.data.common import open_dataset
+from lbdt_cli.data import open_dataset
 from rvos_layouts import A2D_MASKS, make_a2d
 
 

@@ -16,7 +16,6 @@ from lbdt_cli.errors import LbdtError
 console = Console()
 err_console = Console(stderr=True)
 
-DEFAULT_SPLITS = {"a2d": "test", "jhmdb": "all", "ytvos": "train", "davis": "val", "shapes": "test"}
 LABELS = {"P@0.5": "P@0.5", "P@0.6": "P@0.6", "P@0.7": "P@0.7", "P@0.8": "P@0.8", "P@0.9": "P@0.9",
           "AP": "AP (LBDT, 0.5:0.95)", "overall_iou": "overall IoU", "mean_iou": "mean IoU",
           "mAP_coco": "mAP (COCO)", "J": "J", "F": "F", "J&F": "J&F"}
@@ -97,20 +96,19 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Evaluate referring segmentation: P@0.5..0.9, AP, overall/mean IoU, COCO mAP, J, F, J&F."""
         from lbdt_cli import evaluation as ev
-        from lbdt_cli.data.common import DATASETS, open_dataset
+        from lbdt_cli.data import dataset_class, open_dataset
         from lbdt_cli.utils.atomic import atomic_dir, check_writable_output
 
-        if dataset not in DATASETS:
-            raise LbdtError(f"unknown --dataset {dataset!r} (choose from {', '.join(DATASETS)})")
+        reader = dataset_class(dataset, "--dataset")
         if protocol not in ev.PROTOCOLS:
             raise LbdtError(f"unknown --protocol {protocol!r} (use {' or '.join(ev.PROTOCOLS)})")
-        if root is None and dataset != "shapes":
+        if root is None and reader.needs_root:
             raise LbdtError(f"--root is required for --dataset {dataset}")
         if limit is not None and limit < 1:
             raise LbdtError("--limit must be at least 1")
         if predictions is not None and save_masks is not None:
             raise LbdtError("--predictions scores existing masks; it cannot be combined with --save-masks")
-        split = split or DEFAULT_SPLITS[dataset]
+        split = split or reader.default_split
         kwargs = {"num_clips": num_clips} if dataset == "shapes" and root is None else {}
 
         if check:
@@ -181,7 +179,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(result.metrics, indent=2))
             return
         config_name = predictor.model.config.name if predictor is not None else None
-        _render(result, ev.paper_reference(dataset, config_name))
+        _render(result, ev.paper_reference(reader, config_name))
         if output is not None:
             console.print(f"[green]wrote[/] {output / 'metrics.json'} and {output / 'samples.csv'}", highlight=False)
         if save_masks is not None:

@@ -1,6 +1,6 @@
 """What every evaluation dataset reader shares: the sample type, the check report, small file readers.
 
-A reader (`a2d`, `jhmdb`, `ytvos`, `davis`, `shapes_folder`) turns a dataset folder in its original
+A reader (`a2d`, `jhmdb`, `ytvos`, `davis`, `shapes_folder`; listed in `lbdt_cli.data.READERS`) turns a dataset folder in its original
 release layout into a list of `Sample`s. A sample is one referring expression on one annotated frame;
 it knows its previous frame (for the frame difference) and can load its frames and its GT mask.
 Every missing or malformed file raises one `InputError` naming the file and what was expected.
@@ -18,9 +18,7 @@ from typing import AbstractSet, Any, Callable, Sequence
 
 import numpy as np
 
-from lbdt_cli.errors import InputError, LbdtError
-
-DATASETS = ("a2d", "jhmdb", "ytvos", "davis", "shapes")
+from lbdt_cli.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -72,6 +70,14 @@ class RvosDataset:
     """Base class of the readers. Subclasses fill `samples` and implement the two loaders."""
 
     name = "base"
+    # the dataset's facts, read by `lbdt eval` / `lbdt train` through the registry (lbdt_cli.data.READERS)
+    default_split = ""
+    # training: the split to learn from, and the split to validate on (None: hold out 5% of the videos)
+    train_split: str | None = None
+    val_split: str | None = None
+    needs_root = True
+    # the paper's numbers (model config -> metric key -> percent), printed beside ours
+    paper: dict[str, dict[str, float]] = {}
     # J-HMDB has one sentence per video: masks go to DIR/<video>/<frame>.png
     one_expression_per_video = False
     # DAVIS J/F (per object over frames) apply where objects are followed over many frames
@@ -251,22 +257,3 @@ def frames_from_folder(folder: Path, names: Sequence[str], suffixes: Sequence[st
         else:
             raise InputError(f"missing {folder / (n + suffixes[0])}: expected frame {n} of the video")
     return out
-
-
-def open_dataset(name: str, root: str | os.PathLike | None, split: str | None = None, **kwargs) -> RvosDataset:
-    """Open a dataset reader by name ("a2d", "jhmdb", "ytvos", "davis", "shapes")."""
-    if name == "a2d":
-        from lbdt_cli.data.a2d import A2DSentences as cls
-    elif name == "jhmdb":
-        from lbdt_cli.data.jhmdb import JHMDBSentences as cls
-    elif name == "ytvos":
-        from lbdt_cli.data.ytvos import ReferYouTubeVOS as cls
-    elif name == "davis":
-        from lbdt_cli.data.davis import RefDAVIS as cls
-    elif name == "shapes":
-        from lbdt_cli.data.shapes_folder import ShapesEval as cls
-    else:
-        raise LbdtError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
-    if root is None and name != "shapes":
-        raise LbdtError(f"--root is required for --dataset {name}")
-    return cls(root, split=split, **kwargs) if split else cls(root, **kwargs)

@@ -57,8 +57,9 @@ class RefDAVIS(RvosDataset):
     name = "davis"
     davis_metrics = True
     default_interval = INTERVAL
+    default_split = "val"
 
-    def __init__(self, root: str | os.PathLike, split: str = "val", interval: int | None = None,
+    def __init__(self, root: str | os.PathLike, split: str = default_split, interval: int | None = None,
                  annotations: Sequence[str] | None = None, resolution: str = "480p") -> None:
         super().__init__(root, split)
         self.interval = INTERVAL if interval is None else interval

@@ -37,8 +37,12 @@ class ShapesEval(RvosDataset):
     name = "shapes"
     davis_metrics = True
     default_interval = INTERVAL
+    default_split = "test"
+    # training generates its clips (lbdt_cli.data.shapes.ShapesDataset) from these splits' seeds
+    train_split, val_split = "train", "val"
+    needs_root = False
 
-    def __init__(self, root: str | os.PathLike | None, split: str = "test", interval: int | None = None,
+    def __init__(self, root: str | os.PathLike | None, split: str = default_split, interval: int | None = None,
                  num_clips: int = 20, size: int = 128, num_frames: int = 24, seed: int | None = None) -> None:
         from lbdt_cli.data import shapes
 

@@ -50,8 +50,11 @@ class ReferYouTubeVOS(RvosDataset):
     name = "ytvos"
     davis_metrics = True
     default_interval = INTERVAL
+    default_split = "train"
+    # valid has no public masks: training holds out 5% of the train videos for validation
+    train_split, val_split = "train", None
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", interval: int | None = None) -> None:
+    def __init__(self, root: str | os.PathLike, split: str = default_split, interval: int | None = None) -> None:
         super().__init__(root, split)
         self.interval = INTERVAL if interval is None else interval
         self.images_dir = require_dir(self.root / split / "JPEGImages", f"{split}/JPEGImages/<video>/<frame>.jpg")

@@ -7,9 +7,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lbdt_cli.data import TRAIN_DATASETS
 from lbdt_cli.errors import InputError, LbdtError
-
-TRAIN_DATASETS = ("shapes", "a2d", "ytvos", "jhmdb")
 
 
 @dataclass

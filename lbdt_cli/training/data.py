@@ -58,15 +58,14 @@ def build_datasets(cfg, interval: int) -> tuple[Dataset, Dataset]:
         return (ShapesDataset("train", cfg.shapes_train_clips, **kw),
                 ShapesDataset("val", cfg.shapes_val_clips, **kw))
 
-    from lbdt_cli.data.common import open_dataset
+    from lbdt_cli.data import dataset_class, open_dataset
 
-    if cfg.dataset == "a2d":
-        train = open_dataset("a2d", cfg.root, split="train", interval=interval)
-        val = open_dataset("a2d", cfg.root, split="test", interval=interval)
-        return RvosTrainSet(train), RvosTrainSet(val)
-    split = "train" if cfg.dataset == "ytvos" else "all"
-    reader = open_dataset(cfg.dataset, cfg.root, split=split, interval=interval)
-    # Ref-YouTube-VOS valid has no public masks and J-HMDB has no train split: hold out 5% of videos.
+    cls = dataset_class(cfg.dataset)
+    reader = open_dataset(cfg.dataset, cfg.root, split=cls.train_split, interval=interval)
+    if cls.val_split is not None:
+        return RvosTrainSet(reader), RvosTrainSet(open_dataset(cfg.dataset, cfg.root, split=cls.val_split,
+                                                               interval=interval))
+    # no annotated validation split (Ref-YouTube-VOS valid has no public masks, J-HMDB has no train split)
     tr = [s for s in reader.samples if not _holdout(s.video_id, 0.05)]
     va = [s for s in reader.samples if _holdout(s.video_id, 0.05)]
     return RvosTrainSet(reader, tr), RvosTrainSet(reader, va)
