@@ -27,7 +27,7 @@ import numpy as np
 
 from lbdt_cli.data.common import RvosDataset, Sample
 from lbdt_cli.errors import InputError, LbdtError, OutputError
-from lbdt_cli.metrics import MetricAccumulator, lbdt_gt_roundtrip, mask_confidence, per_object_mean, resize_nearest
+from lbdt_cli.metrics import MetricAccumulator, lbdt_gt_roundtrip, mask_confidence, resize_nearest
 
 PROTOCOLS = ("default", "lbdt")
 METRIC_KEYS = ("P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9", "AP", "overall_iou", "mean_iou")
@@ -72,7 +72,8 @@ def _accumulator(dataset: RvosDataset, strict: bool) -> MetricAccumulator:
 
 def _score(acc: MetricAccumulator, sample: Sample, pred: np.ndarray, gt: np.ndarray, void, score: float) -> None:
     acc.add(sample.sample_id, pred, gt, score=score, video_id=sample.video_id, frame=sample.frame,
-            object_id=sample.object_id, expression_id=sample.expression_id, expression=sample.expression, void=void)
+            object_id=sample.object_id, expression_id=sample.expression_id, expression=sample.expression, void=void,
+            group=sample.dataset.sample_group(sample) or "")
 
 
 def _check_size(sample: Sample, pred_shape, gt_shape, what: str) -> None:
@@ -177,27 +178,7 @@ def evaluate_model(
             "interval": dataset.interval, "num_samples_total": len(dataset.samples), "limit": limit,
             "torch_threads": torch.get_num_threads()}
     return EvalResult(dataset.name, dataset.split, protocol, resolution_note(protocol, size), acc,
-                      summarize(acc, dataset) if world_size == 1 else {}, meta)
-
-
-def summarize(acc: MetricAccumulator, dataset: RvosDataset) -> dict:
-    """The metrics object, plus `by_group` (mean IoU, J, F, J&F and sample count per subset) for
-    datasets that name subsets (shapes: appearance-resolvable vs. motion-needed expressions)."""
-    metrics = acc.summary()
-    by_sample = {s.sample_id: s for s in dataset.samples}
-    groups: dict[str, list] = {}
-    for r in acc.results:
-        sample = by_sample.get(r.sample_id)
-        name = dataset.sample_group(sample) if sample is not None else None
-        if name is not None:
-            groups.setdefault(name, []).append(r)
-    if groups:
-        metrics["by_group"] = {}
-        for name, results in sorted(groups.items()):
-            j, f = per_object_mean(results)
-            metrics["by_group"][name] = {"mean_iou": float(np.mean([r.iou for r in results])), "J": j, "F": f,
-                                         "J&F": (j + f) / 2, "num_samples": len(results)}
-    return metrics
+                      acc.summary() if world_size == 1 else {}, meta)
 
 
 def gather_result(result: EvalResult, dataset: RvosDataset) -> EvalResult:
@@ -217,7 +198,7 @@ def gather_result(result: EvalResult, dataset: RvosDataset) -> EvalResult:
     acc._gt_rles = [acc._gt_rles[i] for i in perm]
     acc._pred_rles = [acc._pred_rles[i] for i in perm]
     result.accumulator = acc
-    result.metrics = summarize(acc, dataset)
+    result.metrics = acc.summary()
     result.meta["world_size"] = dist.get_world_size()
     return result
 
@@ -293,7 +274,7 @@ def evaluate_predictions(
             else "original frame size, raw GT, masks scored as found")
     meta = {"predictions": str(root), "num_samples_total": len(dataset.samples), "limit": limit,
             "confidence": "scores.json" if scores else "mean PNG grey level inside the mask"}
-    return EvalResult(dataset.name, dataset.split, protocol, note, acc, summarize(acc, dataset), meta)
+    return EvalResult(dataset.name, dataset.split, protocol, note, acc, acc.summary(), meta)
 
 
 # --------------------------------------------------------------------------- outputs

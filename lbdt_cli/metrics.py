@@ -46,8 +46,9 @@ def intersection_union(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int]:
     return int(np.count_nonzero(p & g)), int(np.count_nonzero(p | g))
 
 
-def sample_iou(intersection: float, union: float, eps: float = EPS) -> float:
-    """LBDT / MTTR per-sample IoU: (I + eps) / (U + eps); empty vs empty gives 1.0."""
+def sample_iou(intersection, union, eps: float = EPS):
+    """LBDT / MTTR per-sample IoU: (I + eps) / (U + eps); empty vs empty gives 1.0. Numbers or arrays /
+    tensors of counts (training logs it per batch on the device)."""
     return (intersection + eps) / (union + eps)
 
 
@@ -240,6 +241,7 @@ class SampleResult:
     score: float = float("nan")
     j: float = float("nan")
     f: float = float("nan")
+    group: str = ""  # a subset reported on its own (shapes: "appearance" / "motion"); "" for none
 
     def row(self) -> dict:
         return asdict(self)
@@ -271,9 +273,11 @@ class MetricAccumulator:
         expression_id: str = "",
         expression: str = "",
         void: np.ndarray | None = None,
+        group: str = "",
     ) -> SampleResult:
         """Score one binary prediction against its GT (same H×W). ``prob`` (or ``score``) gives the
-        COCO confidence; ``void`` marks DAVIS void pixels (J/F only)."""
+        COCO confidence; ``void`` marks DAVIS void pixels (J/F only); ``group`` names a subset that
+        ``summary()`` also reports on its own (``by_group``)."""
         p, g = _as_bool(pred), _as_bool(gt)
         inter, union = intersection_union(p, g)
         if score is None:
@@ -291,6 +295,7 @@ class MetricAccumulator:
             pred_area=int(np.count_nonzero(p)),
             gt_area=int(np.count_nonzero(g)),
             score=float(score),
+            group=group,
         )
         if self.davis:
             res.j = region_j(p, g, void)
@@ -344,7 +349,27 @@ class MetricAccumulator:
             j, f = per_object_mean(self.results)
             out["J"], out["F"], out["J&F"] = j, f, (j + f) / 2
         out["num_samples"] = len(ious)
+        groups = group_summary(self.results, self.davis)
+        if groups:
+            out["by_group"] = groups
         return out
+
+
+def group_summary(results: Sequence[SampleResult], davis: bool = False) -> dict[str, dict]:
+    """{group: {mean_iou, [J, F, J&F,] num_samples}} over the results that name a group."""
+    groups: dict[str, list[SampleResult]] = {}
+    for r in results:
+        if r.group:
+            groups.setdefault(r.group, []).append(r)
+    out = {}
+    for name, rs in sorted(groups.items()):
+        g = {"mean_iou": float(np.mean([r.iou for r in rs]))}
+        if davis:
+            j, f = per_object_mean(rs)
+            g.update({"J": j, "F": f, "J&F": (j + f) / 2})
+        g["num_samples"] = len(rs)
+        out[name] = g
+    return out
 
 
 def per_object_mean(results: Sequence[SampleResult]) -> tuple[float, float]:

@@ -162,14 +162,21 @@ def test_resume_without_a_run_is_an_input_error(tmp_path):
 
 
 def test_shapes_eval_reports_appearance_and_motion():
+    from lbdt_cli import evaluation as ev
+    from lbdt_cli.data import open_dataset
+    from lbdt_cli.engine import Predictor
     from lbdt_cli.model import build_model
-    from lbdt_cli.training.shapes_eval import evaluate_shapes
+    from lbdt_cli.model.text import TextEmbedder
 
     torch.manual_seed(0)
-    res = evaluate_shapes(build_model("tiny"), num_clips=2, size=64, num_frames=3)
-    assert res["samples_appearance"] + res["samples_needs_motion"] > 0
-    for k in ("mean_iou_appearance", "mean_iou_all"):
-        assert 0.0 <= res[k] <= 1.0
+    model = build_model("tiny")
+    ds = open_dataset("shapes", None, num_clips=2, size=64, num_frames=3, interval=model.config.interval)
+    predictor = Predictor(model.eval(), device="cpu", embedder=TextEmbedder.for_model(model))
+    res = ev.evaluate_model(ds, predictor).metrics
+    groups = res["by_group"]
+    assert groups["appearance"]["num_samples"] + groups.get("motion", {"num_samples": 0})["num_samples"] > 0
+    for v in (groups["appearance"]["mean_iou"], res["mean_iou"]):
+        assert 0.0 <= v <= 1.0
 
 
 def test_trains_on_a_release_layout_dataset(tmp_path):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lbdt_cli.errors import InputError
 from lbdt_cli.video.ffmpeg import decode_video, encode_video
 
 COLOURS = {
@@ -71,6 +72,12 @@ class Expression:
     object: int  # index into ShapesClip.objects
     kind: str  # "appearance" | "motion" | "both"
     needs_motion: bool  # the expression's appearance words alone match more than one object
+
+
+def expression_group(needs_motion: bool) -> str:
+    """The benchmark's split of expressions: "motion" when the colour and shape words alone match more
+    than one object (a twin that moves differently), else "appearance"."""
+    return "motion" if needs_motion else "appearance"
 
 
 @dataclass
@@ -385,17 +392,34 @@ def write_shapes(
     return index
 
 
+def read_index(root: str | os.PathLike) -> dict:
+    """The `expressions.json` of a folder written by `write_shapes`, checked: InputError naming the file
+    when it is missing or not a FORMAT index (every clip has video, masks and expressions)."""
+    index_path = Path(root) / "expressions.json"
+    if not index_path.is_file():
+        raise InputError(f"missing {index_path}: expected a shapes index (written by `lbdt make-shapes`)")
+    try:
+        index = json.loads(index_path.read_text())
+        if index.get("format") != FORMAT:
+            raise ValueError(f"format {index.get('format')!r}")
+        int(index["num_frames"])
+        for cid, entry in index["clips"].items():
+            missing = [k for k in ("video", "masks", "expressions") if k not in entry]
+            if missing:
+                raise KeyError(f"clip {cid} has no {missing[0]!r}")
+            for e in entry["expressions"]:
+                str(e["text"]), int(e["object"])  # noqa: B018 (type check)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{index_path}: expected a {FORMAT} index ({exc})") from None
+    return index
+
+
 def read_shapes(root: str | os.PathLike) -> list[ShapesClip]:
     """Read a folder written by `write_shapes` back into clips (frames decoded from the mp4)."""
     from PIL import Image
 
     root = Path(root)
-    index_path = root / "expressions.json"
-    if not index_path.is_file():
-        raise FileNotFoundError(f"{root} is not a shapes folder (no expressions.json)")
-    index = json.loads(index_path.read_text())
-    if index.get("format") != FORMAT:
-        raise ValueError(f"{index_path} is not a {FORMAT} index")
+    index = read_index(root)
     clips = []
     for cid, entry in index["clips"].items():
         frames = decode_video(root / entry["video"])
@@ -423,7 +447,8 @@ class ShapesDataset:
     """(clip, frame t, expression) samples of a shapes split, drawn on demand (a torch map-style Dataset).
 
     Each item: dict(frame [S,S,3] uint8, prev_frame [S,S,3] uint8 (frame max(t - interval, 0)),
-    mask [S,S] bool, text str, clip int, t int, needs_motion bool, kind str). Frames are rendered per item
+    mask [S,S] bool, text str, clip int, t int, needs_motion bool, kind str, group str (`expression_group`)).
+    Frames are rendered per item
     from the clip's layout, so memory stays small for thousands of clips. `clips` (e.g. from `read_shapes`)
     replaces generation. With `input_size`, items also hold model-ready tensors (lbdt_cli.model.preprocess):
     image [3,s,s], frame_diff [3,s,s] (normalised) and target [1,s,s] float.
@@ -472,6 +497,7 @@ class ShapesDataset:
         item = {
             "frame": frame, "prev_frame": prev, "mask": masks[expr.object], "text": expr.text,
             "clip": ci, "t": t, "needs_motion": expr.needs_motion, "kind": expr.kind,
+            "group": expression_group(expr.needs_motion),
         }
         if self.input_size:
             import torch

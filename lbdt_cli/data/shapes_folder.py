@@ -12,7 +12,6 @@ Previous frame: t - interval (the model's interval, 6 by default) clamped to fra
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -56,20 +55,13 @@ class ShapesEval(RvosDataset):
         if self.root is not None:
             if not self.root.is_dir():
                 raise InputError(f"dataset folder {self.root} does not exist")
-            index_path = require_file(self.root / "expressions.json", "a shapes index (written by `lbdt make-shapes`)")
-            try:
-                index = json.loads(index_path.read_text())
-                if index.get("format") != shapes.FORMAT:
-                    raise ValueError(f"format {index.get('format')!r}")
-                clips = {cid: (e["video"], e["masks"], e["expressions"]) for cid, e in index["clips"].items()}
-                num_frames = int(index["num_frames"])
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise InputError(f"{index_path}: expected a {shapes.FORMAT} index ({exc})") from None
-            for cid, (video, masks, exprs) in clips.items():
-                require_file(self.root / video, f"the clip of {cid}")
-                self._entries[cid] = {"video": video, "masks": masks}
+            index = shapes.read_index(self.root)
+            num_frames = int(index["num_frames"])
+            for cid, entry in index["clips"].items():
+                require_file(self.root / entry["video"], f"the clip of {cid}")
+                self._entries[cid] = {"video": entry["video"], "masks": entry["masks"]}
                 self._add(cid, [(str(e["text"]), int(e["object"]), bool(e.get("needs_motion", False)))
-                                for e in exprs], num_frames)
+                                for e in entry["expressions"]], num_frames)
             self.source = str(self.root)
         else:
             if split not in shapes.SPLIT_SEEDS:
@@ -100,7 +92,9 @@ class ShapesEval(RvosDataset):
 
     def sample_group(self, sample: Sample) -> str:
         """Expressions that a same-colour, same-shape distractor makes need motion, and the rest."""
-        return "motion" if self._needs_motion[(sample.video_id, sample.expression_id)] else "appearance"
+        from lbdt_cli.data.shapes import expression_group
+
+        return expression_group(self._needs_motion[(sample.video_id, sample.expression_id)])
 
     def load_frames(self, video_id: str, names: Sequence[str]) -> dict[str, np.ndarray]:
         if video_id in self._clips:

@@ -30,7 +30,7 @@ class RvosTrainSet(Dataset):
         frames = self.reader.load_frames(s.video_id, names)
         mask, _void = self.reader.load_gt(s)
         return {"frame": frames[s.frame], "prev_frame": frames[s.prev_frame], "mask": mask.astype(bool),
-                "text": s.expression, "needs_motion": False, "kind": ""}
+                "text": s.expression, "kind": "", "group": self.reader.sample_group(s) or ""}
 
 
 def _holdout(video_id: str, fraction: float) -> bool:
@@ -107,7 +107,7 @@ class ResumableSampler(DistributedSampler):
 def collate(items: list[dict]) -> dict:
     """Stack raw items; frames of different sizes stay as a list (resized per item in `prepare_batch`)."""
     out = {"text": [it["text"] for it in items],
-           "needs_motion": torch.tensor([bool(it.get("needs_motion", False)) for it in items]),
+           "group": [it.get("group", "") for it in items],
            "kind": [it.get("kind", "") for it in items]}
     same = len({it["frame"].shape for it in items}) == 1
     for key in ("frame", "prev_frame", "mask"):

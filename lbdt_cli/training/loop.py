@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from lbdt_cli.errors import CheckpointError, InputError, LbdtError, OutputError
+from lbdt_cli.metrics import MetricAccumulator, sample_iou
 from lbdt_cli.runtime import autocast, close_distributed, dist_env, init_distributed, resolve_device
 from lbdt_cli.training.config import TrainConfig
 from lbdt_cli.training.data import ResumableSampler, build_datasets, collate, prepare_batch
@@ -93,9 +94,7 @@ def batch_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-sample IoU of (logits > 0) vs target; empty vs empty counts 1 (as LBDT/MTTR)."""
     pred = (logits > 0).flatten(1)
     gt = target.bool().flatten(1)
-    inter = (pred & gt).sum(1).float()
-    union = (pred | gt).sum(1).float()
-    return (inter + 1e-6) / (union + 1e-6)
+    return sample_iou((pred & gt).sum(1).float(), (pred | gt).sum(1).float())
 
 
 def _append_jsonl(path: Path, record: dict) -> None:
@@ -194,29 +193,28 @@ class _Words:
 
 @torch.no_grad()
 def validate(model, loader, words: _Words, size: int, device, amp: bool) -> dict:
-    """Mean / overall IoU at the model input size; for shapes also split by needs_motion."""
+    """Mean / overall IoU at the model input size (lbdt_cli.metrics); per group where the data names
+    groups (shapes: appearance / motion)."""
     was_training = model.training
     model.eval()
-    ious, inter, union, motion = [], 0.0, 0.0, []
+    acc = MetricAccumulator()
     for batch in loader:
         image, diff, target = prepare_batch(batch, size, device)
         w, m = words(batch["text"], device)
         with _autocast(device, amp):
             logits = TrainModule(model)(image, diff, w, m)
-        pred, gt = (logits > 0).flatten(1), target.bool().flatten(1)
-        inter += float((pred & gt).sum())
-        union += float((pred | gt).sum())
-        ious.append(batch_iou(logits, target).cpu())
-        motion.append(batch["needs_motion"])
+        pred, gt = (logits[:, 0] > 0).cpu().numpy(), target[:, 0].bool().cpu().numpy()
+        for p, g, group in zip(pred, gt, batch["group"]):
+            acc.add(str(len(acc)), p, g, group=group)
     model.train(was_training)
-    if not ious:
+    if not len(acc):
         return {}
-    iou, nm = torch.cat(ious), torch.cat(motion)
-    out = {"mean_iou": float(iou.mean()), "overall_iou": inter / max(union, 1.0), "samples": int(iou.numel())}
-    if nm.any():
-        out["mean_iou_needs_motion"] = float(iou[nm].mean())
-    if (~nm).any() and nm.any():
-        out["mean_iou_appearance"] = float(iou[~nm].mean())
+    summary = acc.summary()
+    out = {"mean_iou": summary["mean_iou"], "overall_iou": summary["overall_iou"], "samples": len(acc)}
+    groups = summary.get("by_group", {})
+    for group, key in (("motion", "mean_iou_needs_motion"), ("appearance", "mean_iou_appearance")):
+        if group in groups:
+            out[key] = groups[group]["mean_iou"]
     return out
 
 
