@@ -110,6 +110,70 @@ def _shard(groups: list, rank: int, world_size: int) -> list:
 # --------------------------------------------------------------------------- model side
 
 
+def _require_masks(dataset: RvosDataset) -> None:
+    if not dataset.has_masks:
+        raise InputError(f"{dataset.name} {dataset.split} has no public masks to score against (it is scored by "
+                         "the benchmark's server: write a submission with --submission FILE.zip)")
+
+
+def predict_samples(dataset: RvosDataset, samples: Sequence[Sample], predictor, *, protocol: str = "default",
+                    progress: Callable[[int], None] | None = None, rank: int = 0, world_size: int = 1):
+    """Run the model over `samples` video by video; yields (sample, mask bool at the frame's size, confidence,
+    probabilities). Each expression is encoded once per block of videos, pairs are batched."""
+    chunk_size = max(predictor.batch_size, 1) * 4
+    for block in _blocks(_shard(_group_by_video(samples), rank, world_size), chunk_size):
+        # a block gathers short videos (J-HMDB scores 3 frames each) so that batches stay full
+        frames: dict[tuple[str, str], np.ndarray] = {}
+        for video_id, group in block:
+            names = sorted({n for s in group for n in (s.frame, s.prev_frame)})
+            frames.update({(video_id, n): f for n, f in dataset.load_frames(video_id, names).items()})
+        pairs = [s for _, group in block for s in group]
+        exprs = sorted({s.expression for s in pairs})
+        vectors, mask, _ = predictor.embedder.embed(exprs)
+        text = predictor.encode_text(vectors, mask)
+        row = {e: i for i, e in enumerate(exprs)}
+        for lo in range(0, len(pairs), chunk_size):
+            chunk = pairs[lo : lo + chunk_size]
+            args = ([frames[s.video_id, s.frame] for s in chunk], [frames[s.video_id, s.prev_frame] for s in chunk],
+                    [row[s.expression] for s in chunk], text)
+            probs = predictor.predict_pairs(*args, native=protocol == "lbdt")
+            for s, p in zip(chunk, probs):
+                if protocol == "lbdt":
+                    # thresholded at the input size, then nearest to the frame's size (the authors' eval)
+                    yield s, resize_nearest(p > 0.5, frames[s.video_id, s.frame].shape[:2]), mask_confidence(p, p > 0.5), p
+                else:
+                    yield s, p > 0.5, mask_confidence(p, p > 0.5), p
+            if progress is not None:
+                progress(len(chunk))
+
+
+def write_submission(dataset: RvosDataset, predictor, path: str | os.PathLike, *, limit: int | None = None,
+                     overwrite: bool = False, progress: Callable[[int], None] | None = None) -> dict:
+    """The benchmark server's zip: one 8-bit PNG (0/255) per listed frame of every expression, at the
+    frame's own size, named by `dataset.submission_layout`. Written to a temporary file, renamed on success."""
+    import zipfile
+
+    from PIL import Image
+
+    from lbdt_cli.utils.atomic import atomic_path
+
+    if dataset.submission_layout is None:
+        raise LbdtError(f"--submission: {dataset.name} has no evaluation server (it is scored locally)")
+    samples = dataset.samples[:limit] if limit else dataset.samples
+    if not samples:
+        raise InputError(f"{dataset.name}: no samples to predict in {dataset.root}")
+    videos, exprs = set(), set()
+    with atomic_path(path, overwrite=overwrite) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for s, pred, _score_, _p in predict_samples(dataset, samples, predictor, progress=progress):
+            buf = io.BytesIO()
+            Image.fromarray(pred.astype(np.uint8) * 255, mode="L").save(buf, format="PNG")
+            zf.writestr(dataset.submission_layout.format(video=s.video_id, expression=s.expression_id,
+                                                         frame=s.frame), buf.getvalue())
+            videos.add(s.video_id)
+            exprs.add((s.video_id, s.expression_id))
+    return {"submission": str(path), "videos": len(videos), "expressions": len(exprs), "masks": len(samples)}
+
+
 def evaluate_model(
     dataset: RvosDataset,
     predictor,
@@ -129,48 +193,24 @@ def evaluate_model(
 
     if protocol not in PROTOCOLS:
         raise LbdtError(f"unknown --protocol {protocol!r} (use {' or '.join(PROTOCOLS)})")
+    _require_masks(dataset)
     samples = dataset.samples[:limit] if limit else dataset.samples
     if not samples:
         raise InputError(f"{dataset.name}: no samples to evaluate in {dataset.root}")
-    embedder, batch_size = predictor.embedder, predictor.batch_size
     size = predictor.input_size
     acc = _accumulator(dataset, strict)
     scores: dict[str, float] = {}
     mask_dir = Path(save_masks) if save_masks else None
-    chunk_size = max(batch_size, 1) * 4
-    for block in _blocks(_shard(_group_by_video(samples), rank, world_size), chunk_size):
-        # a block gathers short videos (J-HMDB scores 3 frames each) so that batches stay full
-        frames: dict[tuple[str, str], np.ndarray] = {}
-        for video_id, group in block:
-            names = sorted({n for s in group for n in (s.frame, s.prev_frame)})
-            frames.update({(video_id, n): f for n, f in dataset.load_frames(video_id, names).items()})
-        pairs = [s for _, group in block for s in group]
-        exprs = sorted({s.expression for s in pairs})
-        vectors, mask, _ = embedder.embed(exprs)
-        text = predictor.encode_text(vectors, mask)
-        row = {e: i for i, e in enumerate(exprs)}
-        for lo in range(0, len(pairs), chunk_size):
-            chunk = pairs[lo : lo + chunk_size]
-            args = ([frames[s.video_id, s.frame] for s in chunk], [frames[s.video_id, s.prev_frame] for s in chunk],
-                    [row[s.expression] for s in chunk], text)
-            probs = predictor.predict_pairs(*args, native=protocol == "lbdt")
-            for s, p in zip(chunk, probs):
-                gt, void = s.load_gt()
-                h, w = frames[s.video_id, s.frame].shape[:2]
-                _check_size(s, (h, w), gt.shape, "its frame")
-                if protocol == "lbdt":
-                    pred = resize_nearest(p > 0.5, (h, w))
-                    gt = lbdt_gt_roundtrip(gt, size)
-                    score = mask_confidence(p, p > 0.5)
-                else:
-                    pred = p > 0.5
-                    score = mask_confidence(p, pred)
-                _score(acc, s, pred, gt, void, score)
-                if mask_dir is not None:
-                    _write_mask(mask_dir / dataset.mask_relpath(s), pred)
-                    scores[dataset.mask_relpath(s)] = score
-            if progress is not None:
-                progress(len(chunk))
+    for s, pred, score, p in predict_samples(dataset, samples, predictor, protocol=protocol,
+                                             progress=progress, rank=rank, world_size=world_size):
+        gt, void = s.load_gt()
+        _check_size(s, pred.shape, gt.shape, "its frame")
+        if protocol == "lbdt":
+            gt = lbdt_gt_roundtrip(gt, size)
+        _score(acc, s, pred, gt, void, score)
+        if mask_dir is not None:
+            _write_mask(mask_dir / dataset.mask_relpath(s), pred)
+            scores[dataset.mask_relpath(s)] = score
     if mask_dir is not None:
         (mask_dir / SCORES_FILE).write_text(json.dumps(scores, indent=0, sort_keys=True))
     meta = {"checkpoint_config": predictor.model.config.name, "input_size": size,
@@ -213,9 +253,10 @@ def _write_mask(path: Path, mask: np.ndarray) -> None:
 # --------------------------------------------------------------------------- predictions folder
 
 
-def read_prediction_png(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(mask, grey level in [0,1]) of a prediction PNG: 8-bit grey masks are foreground at >= 128;
-    palette / 1-bit / 0-1 images are foreground where non-zero."""
+def read_prediction_png(path: Path, nonzero: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, grey level in [0,1]) of a prediction PNG: 8-bit grey masks are foreground at >= 128
+    (any non-zero grey with `nonzero`, as MeViS's evaluation reads them); palette / 1-bit / 0-1 images
+    are foreground where non-zero."""
     if not path.is_file():
         raise InputError(f"missing {path}: expected a predicted mask PNG")
     from PIL import Image
@@ -230,6 +271,8 @@ def read_prediction_png(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"{path}: expected a single-channel mask PNG")
     if mode in ("P", "1") or arr.max(initial=0) <= 1:
         return arr > 0, (arr > 0).astype(np.float32)
+    if nonzero:
+        return arr > 0, arr.astype(np.float32) / 255.0
     return arr >= 128, arr.astype(np.float32) / 255.0
 
 
@@ -249,6 +292,7 @@ def evaluate_predictions(
     root = Path(predictions)
     if not root.is_dir():
         raise InputError(f"predictions folder {root} does not exist")
+    _require_masks(dataset)
     scores: dict[str, float] = {}
     if (root / SCORES_FILE).is_file():
         try:
@@ -261,7 +305,7 @@ def evaluate_predictions(
     acc = _accumulator(dataset, strict)
     for k, s in enumerate(samples, start=1):
         rel = dataset.mask_relpath(s)
-        pred, grey = read_prediction_png(root / rel)
+        pred, grey = read_prediction_png(root / rel, nonzero=dataset.prediction_nonzero)
         gt, void = s.load_gt()
         _check_size(s, pred.shape, gt.shape, f"prediction {root / rel}")
         if protocol == "lbdt":

@@ -43,3 +43,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A randomly initialised `tiny` model saved in our checkpoint format (shared by the eval tests)."""
+    from lbdt_cli.model import build_model, save_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, build_model("tiny"))
+    return path

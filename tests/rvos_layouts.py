@@ -159,3 +159,35 @@ def make_davis(root: Path) -> Path:
     (text / "Davis17_annot1.txt").write_text('bear 1 "a brown bear walking"\ntrainvid 1 "x"\n', encoding="utf-8")
     (text / "Davis17_annot2.txt").write_bytes('dog-scale 1 "the dog near the café"\n'.encode("latin-1"))
     return root
+
+
+def rle(mask: np.ndarray) -> dict:
+    """COCO RLE as MeViS stores it in mask_dict.json (counts as a string)."""
+    from pycocotools import mask as mask_utils
+
+    r = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")}
+
+
+# MeViS objects by annotation id: one mask per listed frame, None where the object is absent
+MEVIS_FRAMES = ["00000", "00001", "00002"]
+MEVIS_OBJECTS = {
+    "10": [box(2, 10, 2, 10), box(2, 10, 4, 12), None],  # leaves the scene in the last frame
+    "11": [box(12, 20, 5, 25), box(12, 20, 6, 26), box(12, 20, 7, 27)],
+}
+
+
+def make_mevis(root: Path, split: str = "valid_u", with_masks: bool = True) -> Path:
+    d = root / split
+    for k, f in enumerate(MEVIS_FRAMES):
+        (d / "JPEGImages" / "m1").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(frame_rgb(k)).save(d / "JPEGImages" / "m1" / f"{f}.jpg", quality=100)
+    meta = {"videos": {"m1": {"frames": MEVIS_FRAMES, "expressions": {
+        "0": {"exp": "the box  moving left", "obj_id": [0], "anno_id": [10]},
+        "1": {"exp": "two boxes moving right", "obj_id": [0, 1], "anno_id": [10, 11]},
+        "2": {"exp": "nothing flies away", "obj_id": [], "anno_id": []}}}}}
+    (d / "meta_expressions.json").write_text(json.dumps(meta))
+    if with_masks:
+        masks = {a: [rle(m) if m is not None else None for m in ms] for a, ms in MEVIS_OBJECTS.items()}
+        (d / "mask_dict.json").write_text(json.dumps(masks))
+    return root

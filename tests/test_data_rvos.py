@@ -170,8 +170,13 @@ def test_ytvos_samples_gt_and_prev(tmp_path):
     assert (gt == (ytvos_labels(2) == 2)).all()
     assert ds.mask_relpath(s) == "v1/1/00010.png"
     (root / "valid" / "JPEGImages").mkdir(parents=True)
+    (root / "meta_expressions" / "valid").mkdir(parents=True)
+    (root / "meta_expressions" / "valid" / "meta_expressions.json").write_text(
+        (root / "meta_expressions" / "train" / "meta_expressions.json").read_text())
+    valid = open_dataset("ytvos", root, "valid")  # opens for --submission; nothing to score against
+    assert not valid.has_masks and len(valid) == 6
     with pytest.raises(InputError, match="CodaLab"):
-        open_dataset("ytvos", root, "valid")
+        valid.samples[0].load_gt()
 
 
 def test_davis_encodings_typos_and_void(tmp_path):

@@ -46,15 +46,6 @@ def a2d_predictions(a2d_root, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    from lbdt_cli.model import build_model, save_checkpoint
-
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, build_model("tiny"))
-    return path
-
-
-@pytest.fixture(scope="module")
 def shapes_root(tmp_path_factory):
     from lbdt_cli.data.shapes import write_shapes
 

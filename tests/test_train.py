@@ -234,3 +234,14 @@ def test_existing_export_is_refused_before_training(tmp_path, capsys):
     code, err = _cli(TINY_ARGV + ["--output", str(out), "--export", str(export)], capsys)
     assert code == 5 and "exists already" in err
     assert export.read_bytes() == b"keep me" and not out.exists()
+
+
+def test_trains_on_mevis_train_and_validates_on_valid_u(tmp_path):
+    from rvos_layouts import make_mevis
+
+    root = make_mevis(make_mevis(tmp_path / "mevis", "train"), "valid_u")
+    cfg = make_config(None, **{**TINY, "dataset": "mevis", "root": str(root), "output": str(tmp_path / "run"),
+                               "epochs": 1, "epoch_samples": 2})
+    assert train(cfg)["step"] == 1
+    recs = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["type"] == "val" for r in recs)

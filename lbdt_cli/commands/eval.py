@@ -65,7 +65,7 @@ def _render(result, reference: dict[str, dict]) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_command(
-        dataset: str = typer.Option(..., "--dataset", "-d", help="a2d, jhmdb, ytvos, davis or shapes."),
+        dataset: str = typer.Option(..., "--dataset", "-d", help="a2d, jhmdb, ytvos, davis, mevis or shapes."),
         root: Optional[Path] = typer.Option(
             None, "--root", help="Dataset folder in its original release layout (see docs/eval.md). "
             "For shapes: a folder from `lbdt make-shapes`; without it, test clips are generated in-process."),
@@ -74,8 +74,9 @@ def register(app: typer.Typer) -> None:
             "Default for shapes: weights/lbdt_shapes_demo.pt."),
         glove: Optional[Path] = typer.Option(None, "--glove", help="GloVe 840B-300d file (models using GloVe)."),
         split: Optional[str] = typer.Option(
-            None, "--split", help="a2d: test|train (default test); ytvos: a split with Annotations (default "
-            "train); davis: val|train (default val); shapes: test|val|train (default test)."),
+            None, "--split", help="a2d: test|train (default test); ytvos: train (default) or valid (with "
+            "--submission); davis: val|train (default val); mevis: valid_u (default), train, or valid (with "
+            "--submission); shapes: test|val|train (default test)."),
         protocol: str = typer.Option(
             "default", "--protocol", help="default: raw GT at original size (MTTR/ReferFormer); lbdt: GT "
             "round trip through the input size, as the authors' eval."),
@@ -86,6 +87,9 @@ def register(app: typer.Typer) -> None:
             None, "--save-masks", help="Write 8-bit masks DIR/<video>/[<expression>/]<frame>.png (+ scores.json)."),
         predictions: Optional[Path] = typer.Option(
             None, "--predictions", help="Score a folder of masks laid out like --save-masks; no model is run."),
+        submission: Optional[Path] = typer.Option(
+            None, "--submission", help="Write the benchmark server's zip (ytvos valid, mevis valid) instead of "
+            "scoring: one PNG per listed frame of every expression."),
         check: bool = typer.Option(False, "--check", help="Only list what the dataset folder holds."),
         as_json: bool = typer.Option(False, "--json", help="Print the metrics object as JSON on stdout."),
         batch_size: int = typer.Option(8, "--batch-size", "-b", help="(frame, expression) pairs per forward pass."),
@@ -108,6 +112,14 @@ def register(app: typer.Typer) -> None:
             raise LbdtError("--limit must be at least 1")
         if predictions is not None and save_masks is not None:
             raise LbdtError("--predictions scores existing masks; it cannot be combined with --save-masks")
+        if submission is not None:
+            if reader.submission_layout is None:
+                raise LbdtError(f"--submission: {dataset} has no evaluation server (it is scored locally)")
+            if predictions is not None or save_masks is not None or output is not None:
+                raise LbdtError("--submission writes the server's zip; it cannot be combined with --predictions, "
+                                "--save-masks or --output")
+            if submission.suffix.lower() != ".zip":
+                raise LbdtError(f"--submission {submission}: expected a .zip file name")
         split = split or reader.default_split
         kwargs = {"num_clips": num_clips} if dataset == "shapes" and root is None else {}
 
@@ -125,6 +137,8 @@ def register(app: typer.Typer) -> None:
 
         if output is not None:
             ev.check_output_dir(output, overwrite)
+        if submission is not None:
+            check_writable_output(submission, overwrite)
         if save_masks is not None:
             check_writable_output(save_masks, overwrite)
 
@@ -155,7 +169,12 @@ def register(app: typer.Typer) -> None:
         with progress:
             task = progress.add_task(f"eval {dataset}", total=total)
             advance = lambda n: progress.advance(task, n)  # noqa: E731
-            if predictions is not None:
+            if submission is not None:
+                if world_size > 1:
+                    raise LbdtError("--submission is not supported with torchrun (several processes); run it once")
+                info = ev.write_submission(ds, predictor, submission, limit=limit, overwrite=overwrite,
+                                           progress=advance)
+            elif predictions is not None:
                 result = ev.evaluate_predictions(ds, predictions, protocol=protocol, strict=strict, limit=limit,
                                                  progress=advance)
             elif world_size > 1:
@@ -169,6 +188,14 @@ def register(app: typer.Typer) -> None:
             else:
                 result = ev.evaluate_model(ds, predictor, protocol=protocol, strict=strict, limit=limit,
                                            progress=advance)
+        if submission is not None:
+            if as_json:
+                typer.echo(json.dumps(info, indent=2))
+            else:
+                console.print(f"[green]wrote[/] {submission}: {info['masks']} masks of {info['expressions']} "
+                              f"expressions in {info['videos']} videos ({dataset} {split}, for the server)",
+                              highlight=False)
+            return
         if checkpoint is not None and predictions is None:
             result.meta["checkpoint"] = str(checkpoint)
         if rank != 0:

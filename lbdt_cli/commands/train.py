@@ -35,7 +35,7 @@ def _parse_overrides(items: list[str] | None) -> dict | None:
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
-        dataset: Optional[str] = typer.Option(None, "--dataset", help="shapes | a2d | ytvos | jhmdb (default shapes)."),
+        dataset: Optional[str] = typer.Option(None, "--dataset", help="shapes | a2d | ytvos | jhmdb | mevis (default shapes)."),
         root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder (shapes: optional make-shapes folder)."),
         model: Optional[str] = typer.Option(None, "--model", help="Model config: lbdt1, lbdt4, small, tiny."),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder (last.pt, best.pt, metrics)."),

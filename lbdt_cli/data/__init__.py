@@ -16,12 +16,13 @@ from lbdt_cli.data.a2d import A2DSentences
 from lbdt_cli.data.common import RvosDataset, Sample
 from lbdt_cli.data.davis import RefDAVIS
 from lbdt_cli.data.jhmdb import JHMDBSentences
+from lbdt_cli.data.mevis import MeViS
 from lbdt_cli.data.shapes_folder import ShapesEval
 from lbdt_cli.data.ytvos import ReferYouTubeVOS
 from lbdt_cli.errors import LbdtError
 
 READERS: dict[str, type[RvosDataset]] = {cls.name: cls for cls in (
-    A2DSentences, JHMDBSentences, ReferYouTubeVOS, RefDAVIS, ShapesEval)}
+    A2DSentences, JHMDBSentences, ReferYouTubeVOS, RefDAVIS, MeViS, ShapesEval)}
 DATASETS = tuple(READERS)
 # datasets `lbdt train` can learn from (a train split, and a validation split or a held-out share)
 TRAIN_DATASETS = tuple(n for n, cls in READERS.items() if cls.train_split is not None)

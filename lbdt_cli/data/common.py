@@ -78,6 +78,12 @@ class RvosDataset:
     needs_root = True
     # the paper's numbers (model config -> metric key -> percent), printed beside ours
     paper: dict[str, dict[str, float]] = {}
+    # False for splits whose masks are not public (scored by the benchmark's server)
+    has_masks = True
+    # the server's zip entry of one mask ("{video}", "{expression}", "{frame}"); None: no server
+    submission_layout: str | None = None
+    # prediction PNGs: any non-zero grey is foreground (MeViS's evaluation) instead of >= 128
+    prediction_nonzero = False
     # J-HMDB has one sentence per video: masks go to DIR/<video>/<frame>.png
     one_expression_per_video = False
     # DAVIS J/F (per object over frames) apply where objects are followed over many frames

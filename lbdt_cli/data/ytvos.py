@@ -53,16 +53,22 @@ class ReferYouTubeVOS(RvosDataset):
     default_split = "train"
     # valid has no public masks: training holds out 5% of the train videos for validation
     train_split, val_split = "train", None
+    # the zip the CodaLab server takes: Annotations/<video>/<expression id>/<frame>.png
+    submission_layout = "Annotations/{video}/{expression}/{frame}.png"
 
     def __init__(self, root: str | os.PathLike, split: str = default_split, interval: int | None = None) -> None:
         super().__init__(root, split)
         self.interval = INTERVAL if interval is None else interval
         self.images_dir = require_dir(self.root / split / "JPEGImages", f"{split}/JPEGImages/<video>/<frame>.jpg")
         self.ann_dir = self.root / split / "Annotations"
-        if not self.ann_dir.is_dir():
-            raise InputError(f"missing folder {self.ann_dir}: split {split!r} has no annotations to score against "
-                             "(Ref-YouTube-VOS valid is scored by the CodaLab server)")
+        # valid (and test) have no public masks: every listed frame is predicted for the CodaLab server
+        self.has_masks = self.ann_dir.is_dir()
         videos = read_meta_expressions(self.root / "meta_expressions" / split / "meta_expressions.json")
+        test_meta = self.root / "meta_expressions" / "test" / "meta_expressions.json"
+        if split == "valid" and test_meta.is_file():
+            # the competition's valid file lists the test videos too; the valid server wants only the others
+            for vid in read_meta_expressions(test_meta):
+                videos.pop(vid, None)
         self.num_expressions = 0
         self.annotated_frames = 0
         self.videos = sorted(videos)
@@ -70,7 +76,7 @@ class ReferYouTubeVOS(RvosDataset):
             v = videos[vid]
             frames = sorted(v["frames"])
             vdir = self.ann_dir / vid
-            annotated = [f for f in frames if (vdir / f"{f}.png").is_file()]
+            annotated = [f for f in frames if (vdir / f"{f}.png").is_file()] if self.has_masks else frames
             if not annotated:
                 raise InputError(f"missing {vdir}/<frame>.png: video {vid} has no annotation PNGs")
             self.annotated_frames += len(annotated)
@@ -85,7 +91,7 @@ class ReferYouTubeVOS(RvosDataset):
                         frame=f,
                         prev_frame=prev[f],
                         expression=str(e["exp"]).strip(),
-                        object_id=str(e["obj_id"]),
+                        object_id=str(e.get("obj_id", "")),  # valid lists no object ids
                         expression_id=str(exp_id),
                         dataset=self,
                     ))
@@ -94,6 +100,9 @@ class ReferYouTubeVOS(RvosDataset):
         return frames_from_folder(self.images_dir / video_id, names, (".jpg", ".jpeg", ".png"))
 
     def load_gt(self, sample: Sample) -> tuple[np.ndarray, None]:
+        if not self.has_masks:
+            raise InputError(f"missing folder {self.ann_dir}: split {self.split!r} has no annotations to score "
+                             "against (Ref-YouTube-VOS valid is scored by the CodaLab server: use --submission)")
         png = self.cached_annotation(
             sample.video_id, sample.frame,
             lambda: read_index_png(self.ann_dir / sample.video_id / f"{sample.frame}.png"))

@@ -1,0 +1,146 @@
+"""MeViS (reader, metrics equal to the benchmark's evaluation on hand-computed cases) and the server
+submissions (MeViS valid, Ref-YouTube-VOS valid): zip layouts written by `lbdt eval --submission`."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lbdt_cli.data import open_dataset
+from lbdt_cli.errors import InputError
+from rvos_layouts import MEVIS_OBJECTS, H, W, box, frame_rgb, make_mevis, make_ytvos
+
+
+def test_mevis_reader_unites_objects_and_handles_absent_ones(tmp_path):
+    root = make_mevis(tmp_path)
+    ds = open_dataset("mevis", root)  # valid_u by default
+    assert ds.split == "valid_u" and len(ds) == 9  # 3 expressions x 3 frames, every frame
+    gt = {(s.expression_id, s.frame): s.load_gt()[0] for s in ds.samples}
+    ten, eleven = MEVIS_OBJECTS["10"], MEVIS_OBJECTS["11"]
+    assert (gt["0", "00001"] == ten[1].astype(bool)).all()
+    assert not gt["0", "00002"].any() and gt["0", "00002"].shape == (H, W)  # object absent from the frame
+    assert (gt["1", "00000"] == (ten[0] | eleven[0]).astype(bool)).all()  # several objects united
+    assert (gt["1", "00002"] == eleven[2].astype(bool)).all()
+    assert not gt["2", "00000"].any() and gt["2", "00000"].shape == (H, W)  # no target: empty at frame size
+    s = ds.samples[1]
+    assert (s.prev_frame, s.frame, s.expression) == ("00000", "00001", "the box moving left")
+    assert {ds.sample_group(s) for s in ds.samples} == {"one object", "several objects", "no target"}
+    assert (ds.load_frames("m1", ["00002"])["00002"][..., 0].astype(int) - frame_rgb(2)[..., 0]).max() <= 2
+    rep = ds.check()
+    assert (rep.videos, rep.expressions, rep.annotated_frames, rep.samples) == (1, 3, 3, 9)
+
+
+def test_mevis_malformed_files_are_one_line_errors(tmp_path):
+    root = make_mevis(tmp_path)
+    (root / "valid_u" / "meta_expressions.json").write_text('{"videos": {"m1": {"frames": []}}}')
+    with pytest.raises(InputError, match="meta_expressions.json"):
+        open_dataset("mevis", root)
+    with pytest.raises(InputError, match="split must be one of"):
+        open_dataset("mevis", root, "test")
+    root = make_mevis(tmp_path / "b")
+    (root / "valid_u" / "mask_dict.json").write_text(json.dumps({"10": [None]}))
+    ds = open_dataset("mevis", root)
+    with pytest.raises(InputError, match="annotation 10 has 1 frames"):
+        ds.samples[0].load_gt()
+
+
+def _run(run_cli, args):
+    r = run_cli(*args)
+    return r.code, r.stdout, r.stderr
+
+
+def _png(path, mask, value=255):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask.astype(np.uint8) * value, mode="L").save(path)
+
+
+def test_mevis_j_f_match_hand_computed_values(tmp_path, run_cli):
+    """J and F per expression over its frames, then the mean over expressions (the benchmark's rule).
+
+    An h x w box away from the border has 2(h + w) boundary pixels; a far extra box adds its own, which
+    match nothing (tolerance ceil(0.008 * 40) = 1 px): with pred = GT + extra, recall 1, precision
+    b_gt / (b_gt + b_extra)."""
+    root = make_mevis(tmp_path)
+    pred = tmp_path / "pred" / "m1"
+    ten, eleven = MEVIS_OBJECTS["10"], MEVIS_OBJECTS["11"]
+    extra = box(18, 22, 26, 30)  # 4x4, 16 boundary pixels
+    empty = np.zeros((H, W), np.uint8)
+    # expression 0 (object 10): exact; GT + extra (J 64/80, F 2*(32/48)/(1+32/48)); absent and empty (1, 1)
+    _png(pred / "0" / "00000.png", ten[0])
+    _png(pred / "0" / "00001.png", ten[1] | extra, value=1)  # any non-zero grey is foreground
+    _png(pred / "0" / "00002.png", empty)
+    # expression 1 (objects 10 + 11): empty on a present GT (0, 0); exact; GT (11 only) + a far 8x8 box
+    _png(pred / "1" / "00000.png", empty)
+    _png(pred / "1" / "00001.png", ten[1] | eleven[1])
+    _png(pred / "1" / "00002.png", eleven[2] | box(2, 10, 4, 12))
+    # expression 2 (no target): empty (1, 1) twice, then a box on an empty GT (0, 0)
+    _png(pred / "2" / "00000.png", empty)
+    _png(pred / "2" / "00001.png", empty)
+    _png(pred / "2" / "00002.png", extra)
+
+    def f(b_gt, b_extra):
+        p = b_gt / (b_gt + b_extra)
+        return 2 * p / (1 + p)
+
+    j_expr = [(1 + 64 / 80 + 1) / 3, (0 + 1 + 160 / 224) / 3, (1 + 1 + 0) / 3]
+    f_expr = [(1 + f(32, 16) + 1) / 3, (0 + 1 + f(56, 32)) / 3, (1 + 1 + 0) / 3]
+    code, out, err = _run(run_cli, ["eval", "--dataset", "mevis", "--split", "valid_u", "--root", str(root),
+                              "--predictions", str(tmp_path / "pred"), "--json"])
+    assert code == 0, err
+    m = json.loads(out)
+    assert m["J"] == pytest.approx(np.mean(j_expr), abs=1e-12)
+    assert m["F"] == pytest.approx(np.mean(f_expr), abs=1e-12)
+    assert m["J&F"] == pytest.approx((np.mean(j_expr) + np.mean(f_expr)) / 2, abs=1e-12)
+    assert m["num_samples"] == 9 and set(m["by_group"]) == {"one object", "several objects", "no target"}
+    assert m["by_group"]["no target"]["J"] == pytest.approx(2 / 3)
+
+
+def test_mevis_valid_submission_zip(tmp_path, tiny_checkpoint, run_cli):
+    root = make_mevis(tmp_path, "valid", with_masks=False)
+    base = ["eval", "--dataset", "mevis", "--split", "valid", "--root", str(root), "--checkpoint", str(tiny_checkpoint)]
+    code, _, err = _run(run_cli, base + ["--device", "cpu"])
+    assert code == 3 and "no public masks" in err and "--submission" in err
+    out = tmp_path / "sub" / "mevis_valid.zip"
+    code, _, err = _run(run_cli, base + ["--device", "cpu", "--submission", str(out)])
+    assert code == 0, err
+    with zipfile.ZipFile(out) as zf:
+        names = sorted(zf.namelist())
+        assert names == sorted(f"m1/{e}/{f}.png" for e in "012" for f in ("00000", "00001", "00002"))
+        with zf.open(names[0]) as fh, Image.open(fh) as im:
+            assert im.mode == "L" and im.size == (W, H)
+            assert set(np.unique(np.array(im))) <= {0, 255}
+    assert not list(out.parent.glob(".*"))  # no temporary left beside it
+    code, _, err = _run(run_cli, base + ["--submission", str(out)])
+    assert code == 5 and "exists" in err
+    code, _, err = _run(run_cli, ["eval", "--dataset", "a2d", "--root", str(tmp_path), "--checkpoint", str(tiny_checkpoint),
+                            "--submission", str(tmp_path / "a.zip")])
+    assert code == 2 and "no evaluation server" in err
+
+
+def test_ytvos_valid_submission_zip_skips_test_videos_and_keeps_frame_sizes(tmp_path, tiny_checkpoint, run_cli):
+    root = make_ytvos(tmp_path)
+    meta = {"videos": {}}
+    for vid, (h, w) in {"va": (20, 28), "vt": (H, W)}.items():  # "vt" is a test video listed in valid's file
+        frames = ["00000", "00005"]
+        d = root / "valid" / "JPEGImages" / vid
+        d.mkdir(parents=True)
+        for f in frames:
+            Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(d / f"{f}.jpg")
+        meta["videos"][vid] = {"frames": frames, "expressions": {"0": {"exp": "a cat"}, "1": {"exp": "a dog"}}}
+    for split, videos in (("valid", meta["videos"]), ("test", {"vt": meta["videos"]["vt"]})):
+        p = root / "meta_expressions" / split / "meta_expressions.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps({"videos": videos}))
+    out = tmp_path / "ytvos_valid.zip"
+    code, out_text, err = _run(run_cli, ["eval", "--dataset", "ytvos", "--split", "valid", "--root", str(root),
+                                   "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--submission", str(out),
+                                   "--json"])
+    assert code == 0, err
+    assert json.loads(out_text)["masks"] == 4
+    with zipfile.ZipFile(out) as zf:
+        names = sorted(zf.namelist())
+        assert names == [f"Annotations/va/{e}/{f}.png" for e in "01" for f in ("00000", "00005")]
+        with zf.open(names[-1]) as fh, Image.open(fh) as im:
+            assert im.mode == "L" and im.size == (28, 20)  # the frame's own size
