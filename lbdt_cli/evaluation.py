@@ -318,7 +318,20 @@ def evaluate_predictions(
             else "original frame size, raw GT, masks scored as found")
     meta = {"predictions": str(root), "num_samples_total": len(dataset.samples), "limit": limit,
             "confidence": "scores.json" if scores else "mean PNG grey level inside the mask"}
+    tied = tied_scores(acc)
+    if tied:
+        meta["warnings"] = [f"{tied} predicted masks share their confidence with another (binary PNGs"
+                            f"{'' if scores else ' and no ' + SCORES_FILE}): COCO mAP then depends on the "
+                            "order of the samples (here: by sample id)"]
     return EvalResult(dataset.name, dataset.split, protocol, note, acc, acc.summary(), meta)
+
+
+def tied_scores(acc: MetricAccumulator) -> int:
+    """How many non-empty predictions share their confidence with another one (COCO ranks ties by order)."""
+    from collections import Counter
+
+    counts = Counter(r.score for r in acc.results if r.pred_area > 0)
+    return sum(n for n in counts.values() if n > 1)
 
 
 # --------------------------------------------------------------------------- outputs

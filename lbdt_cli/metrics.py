@@ -4,7 +4,7 @@ Conventions (see docs/eval.md, "Protocol choices"):
 - per-sample IoU = (I + 1e-6) / (U + 1e-6), as LBDT and MTTR compute it: an empty prediction on an
   empty GT scores 1.0, a non-empty prediction on an empty GT scores ~0.
 - overall IoU = sum I / sum U over all samples; mean IoU = mean of per-sample IoU.
-- P@K counts IoU >= K (LBDT); ``strict=True`` counts IoU > K (MTTR / ReferFormer).
+- P@K counts IoU >= K (LBDT); ``strict=True`` counts IoU > K on MTTR's float32 IoU (MTTR / ReferFormer).
 - LBDT "AP" = mean of P@thr over thr = 0.50, 0.55, ..., 0.95 (no ranking involved).
 - COCO mAP = pycocotools ``COCOeval(iouType="segm", useCats=0).stats[0]`` with one prediction per
   sample, ranked by its confidence = mean sigmoid probability inside the predicted mask (0 if empty).
@@ -50,6 +50,14 @@ def sample_iou(intersection, union, eps: float = EPS):
     """LBDT / MTTR per-sample IoU: (I + eps) / (U + eps); empty vs empty gives 1.0. Numbers or arrays /
     tensors of counts (training logs it per batch on the device)."""
     return (intersection + eps) / (union + eps)
+
+
+def mttr_iou(intersection, union) -> float:
+    """Per-sample IoU as MTTR's evaluation computes it for P@K: (I + 1e-6) / (U + 1e-6) in float32, where
+    the 1e-6 vanishes for any mask of more than a few pixels and I/U is rounded to float32. An exact tie
+    then lands on float32(K): 0.5 stays 0.5 (not > 0.5), 0.7 and 0.9 round down, 0.6 and 0.8 round up."""
+    eps = np.float32(EPS)
+    return float((np.float32(intersection) + eps) / (np.float32(union) + eps))
 
 
 def precision_at(
@@ -329,9 +337,11 @@ class MetricAccumulator:
         sum_i = sum(r.intersection for r in self.results)
         sum_u = sum(r.union for r in self.results)
         out: dict[str, float] = {}
-        for k, v in precision_at(ious, PRECISION_THRESHOLDS, self.strict).items():
+        # strict (MTTR): IoU > K on MTTR's float32 IoU, so exact ties count as MTTR counts them
+        ranked = [mttr_iou(r.intersection, r.union) for r in self.results] if self.strict else ious
+        for k, v in precision_at(ranked, PRECISION_THRESHOLDS, self.strict).items():
             out[f"P@{k:g}"] = v
-        out["AP"] = lbdt_ap(ious, self.strict) if ious else float("nan")
+        out["AP"] = lbdt_ap(ranked, self.strict) if ious else float("nan")
         if not ious:
             out["overall_iou"] = float("nan")
         else:

@@ -35,6 +35,30 @@ def test_precision_ties_at_exactly_k():
     assert strict == {0.5: 4 / 6, 0.6: 3 / 6, 0.7: 2 / 6, 0.8: 1 / 6, 0.9: 0.0}
 
 
+def test_strict_precision_counts_exact_ties_as_mttrs_float32_iou():
+    """Masks whose I/U is exactly 0.5, 0.6, 0.7, 0.8, 0.9 (I pixels inside a U-pixel union, U = 70)."""
+    acc = M.MetricAccumulator(strict=True)
+    loose = M.MetricAccumulator()
+    for k in (35, 42, 49, 56, 63):  # I = K * 70
+        gt = np.zeros((7, 10), bool)
+        gt[:, :] = True
+        pred = np.zeros((7, 10), bool)
+        pred.flat[:k] = True
+        acc.add(str(k), pred, gt)
+        loose.add(str(k), pred, gt)
+
+    def mttr(i, u):  # MTTR's compute_iou: float tensors, (I + EPS) / (U + EPS), then .item() > K
+        return ((torch.tensor([float(i)]) + 1e-6) / (torch.tensor([float(u)]) + 1e-6)).item()
+
+    want = {k: float(np.mean([mttr(i, 70) > k for i in (35, 42, 49, 56, 63)])) for k in (0.5, 0.6, 0.7, 0.8, 0.9)}
+    got = acc.summary()
+    assert {k: got[f"P@{k:g}"] for k in want} == want
+    # the ties at 0.5, 0.7 and 0.9 do not count, those at 0.6 and 0.8 do (float32 rounding of K)
+    assert want == {0.5: 4 / 5, 0.6: 4 / 5, 0.7: 2 / 5, 0.8: 2 / 5, 0.9: 0.0}
+    # float64 with the epsilon would count every tie; the LBDT rule (>=) does
+    assert [loose.summary()[f"P@{k:g}"] for k in (0.5, 0.9)] == [1.0, 1 / 5]
+
+
 def test_lbdt_ap_is_mean_of_precisions_on_005_grid():
     ious = [0.55, 0.95, 0.1, 0.72]
     # >= thresholds .50 .55 .60 .65 .70 .75 .80 .85 .90 .95 -> counts 3,3,2,2,2,1,1,1,1,1 of 4

@@ -200,6 +200,8 @@ def register(app: typer.Typer) -> None:
             result.meta["checkpoint"] = str(checkpoint)
         if rank != 0:
             return
+        for warning in result.meta.get("warnings", []):
+            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
         if output is not None:
             ev.write_outputs(result, output, overwrite=overwrite)
         if as_json:
