@@ -29,7 +29,7 @@ from lbdt_cli.data.common import RvosDataset, Sample
 from lbdt_cli.errors import InputError, LbdtError, OutputError
 from lbdt_cli.metrics import MetricAccumulator, lbdt_gt_roundtrip, mask_confidence, resize_nearest
 
-PROTOCOLS = ("default", "lbdt")
+PROTOCOLS = ("default", "lbdt", "unsupervised")
 METRIC_KEYS = ("P@0.5", "P@0.6", "P@0.7", "P@0.8", "P@0.9", "AP", "overall_iou", "mean_iou")
 EXTRA_KEYS = ("mAP_coco", "J", "F", "J&F")
 SCORES_FILE = "scores.json"
@@ -51,6 +51,9 @@ class EvalResult:
 
 
 def resolution_note(protocol: str, input_size: int | None = None) -> str:
+    if protocol == "unsupervised":
+        return ("original frame size; per annotation set, the expressions' masks merged into one indexed mask "
+                "per frame (probability >= 0.5, highest wins), scored by the unsupervised DAVIS evaluation")
     if protocol == "lbdt":
         s = input_size or 320
         return (f"original frame size; GT round trip through {s}x{s} (bilinear align_corners, >0), "
@@ -194,6 +197,10 @@ def evaluate_model(
     if protocol not in PROTOCOLS:
         raise LbdtError(f"unknown --protocol {protocol!r} (use {' or '.join(PROTOCOLS)})")
     _require_masks(dataset)
+    if protocol == "unsupervised":
+        from lbdt_cli.davis_unsupervised import evaluate_model_unsupervised
+
+        return evaluate_model_unsupervised(dataset, predictor, save_masks=save_masks, progress=progress)
     samples = dataset.samples[:limit] if limit else dataset.samples
     if not samples:
         raise InputError(f"{dataset.name}: no samples to evaluate in {dataset.root}")
@@ -293,6 +300,10 @@ def evaluate_predictions(
     if not root.is_dir():
         raise InputError(f"predictions folder {root} does not exist")
     _require_masks(dataset)
+    if protocol == "unsupervised":
+        from lbdt_cli.davis_unsupervised import evaluate_predictions_unsupervised
+
+        return evaluate_predictions_unsupervised(dataset, root, progress=progress)
     scores: dict[str, float] = {}
     if (root / SCORES_FILE).is_file():
         try:

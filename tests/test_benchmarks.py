@@ -146,3 +146,52 @@ def test_ytvos_valid_submission_zip_skips_test_videos_and_keeps_frame_sizes(tmp_
         assert names == [f"Annotations/va/{e}/{f}.png" for e in "01" for f in ("00000", "00005")]
         with zf.open(names[-1]) as fh, Image.open(fh) as im:
             assert im.mode == "L" and im.size == (28, 20)  # the frame's own size
+
+
+def test_davis_unsupervised_merge_rule():
+    from lbdt_cli.davis_unsupervised import merge_frame
+
+    p1 = np.array([[0.7, 0.4, 0.5, 0.9]], np.float32)
+    p2 = np.array([[0.7, 0.45, 0.2, 0.95]], np.float32)
+    # a tie goes to the first label, below 0.5 is background, exactly 0.5 counts, the highest wins
+    assert merge_frame([(1, p1), (2, p2)]).tolist() == [[1, 0, 1, 2]]
+
+
+def test_davis_unsupervised_protocol_hand_computed_and_model_round_trip(tmp_path, tiny_checkpoint, run_cli):
+    from rvos_layouts import davis_labels, make_davis, palette_png
+
+    root = make_davis(tmp_path / "davis")
+    pred = tmp_path / "pred"
+    for k in range(3):
+        lab = davis_labels(k)
+        swapped = np.where(lab == 1, 2, 0).astype(np.uint8)  # the object under another label
+        swapped[20:23, 0:3] = 1  # plus a stray label elsewhere: matching must pick label 2
+        palette_png(pred / "annot1" / "bear" / f"{k:05d}.png", swapped)
+        palette_png(pred / "annot2" / "dogs-scale" / f"{k:05d}.png", np.zeros_like(lab))  # nothing found
+    code, out, err = _run(run_cli, ["eval", "--dataset", "davis", "--root", str(root), "--predictions", str(pred),
+                                    "--protocol", "unsupervised", "--json"])
+    assert code == 0, err
+    m = json.loads(out)
+    # annot1: J = F = 1 (void excluded); annot2: the object is missed on every frame, J = F = 0
+    assert m["by_group"]["annot1"]["J"] == 1.0 and m["by_group"]["annot1"]["F"] == 1.0
+    assert m["by_group"]["annot2"]["J"] == 0.0 and m["by_group"]["annot2"]["F"] == 0.0
+    assert (m["J"], m["F"], m["J&F"], m["num_objects"]) == (0.5, 0.5, 0.5, 2)
+    # a model run writes the merged indexed masks; scoring them again gives the same numbers
+    saved = tmp_path / "saved"
+    code, out, err = _run(run_cli, ["eval", "--dataset", "davis", "--root", str(root), "--checkpoint",
+                                    str(tiny_checkpoint), "--device", "cpu", "--protocol", "unsupervised",
+                                    "--save-masks", str(saved), "--json"])
+    assert code == 0, err
+    first = json.loads(out)
+    assert sorted(p.relative_to(saved).as_posix() for p in saved.rglob("*.png")) == sorted(
+        [f"annot1/bear/{k:05d}.png" for k in range(3)] + [f"annot2/dogs-scale/{k:05d}.png" for k in range(3)])
+    with Image.open(saved / "annot1" / "bear" / "00000.png") as im:
+        assert im.mode == "P"
+    code, out, err = _run(run_cli, ["eval", "--dataset", "davis", "--root", str(root), "--predictions", str(saved),
+                                    "--protocol", "unsupervised", "--json"])
+    assert code == 0, err
+    again = json.loads(out)
+    assert (again["J"], again["F"]) == (first["J"], first["F"])
+    code, _, err = _run(run_cli, ["eval", "--dataset", "a2d", "--root", str(root), "--predictions", str(pred),
+                                  "--protocol", "unsupervised"])
+    assert code == 2 and "davis" in err

@@ -47,16 +47,17 @@ def _render(result, reference: dict[str, dict]) -> None:
     console.print(table)
     groups = m.get("by_group")
     if groups:
-        gt = Table(title="by expression kind")
+        gt = Table(title="by annotation set" if result.protocol == "unsupervised" else "by expression kind")
         for col in ("expressions", "samples", "mean IoU (%)", "J (%)", "F (%)", "J&F (%)"):
             gt.add_column(col, justify="left" if col == "expressions" else "right")
         for name, g in groups.items():
-            gt.add_row(GROUP_LABELS.get(name, name), str(g["num_samples"]), _pct(g["mean_iou"]), _pct(g["J"]),
-                       _pct(g["F"]), _pct(g["J&F"]))
+            gt.add_row(GROUP_LABELS.get(name, name), str(g["num_samples"]), _pct(g.get("mean_iou")),
+                       _pct(g.get("J")), _pct(g.get("F")), _pct(g.get("J&F")))
         console.print(gt)
-    notes = [f"resolution: {result.resolution}",
-             f"P@K and AP count IoU {'>' if result.accumulator.strict else '>='} K",
-             f"mAP (COCO) ranks masks by {result.meta.get('confidence', 'confidence')}"]
+    notes = [f"resolution: {result.resolution}"]
+    if "P@0.5" in m:
+        notes += [f"P@K and AP count IoU {'>' if result.accumulator.strict else '>='} K",
+                  f"mAP (COCO) ranks masks by {result.meta.get('confidence', 'confidence')}"]
     if reference:
         notes.append("paper numbers: the authors' protocol (--protocol lbdt) on their own sample list")
     console.print("[dim]" + "; ".join(notes) + "[/]", highlight=False, soft_wrap=True)
@@ -79,7 +80,8 @@ def register(app: typer.Typer) -> None:
             "--submission); shapes: test|val|train (default test)."),
         protocol: str = typer.Option(
             "default", "--protocol", help="default: raw GT at original size (MTTR/ReferFormer); lbdt: GT "
-            "round trip through the input size, as the authors' eval."),
+            "round trip through the input size, as the authors' eval; unsupervised (davis): each annotation "
+            "set's masks merged per frame and scored by the unsupervised DAVIS evaluation, as the papers do."),
         strict: bool = typer.Option(False, "--strict-precision", help="P@K and AP count IoU > K (MTTR) "
                                     "instead of IoU >= K (LBDT)."),
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write metrics.json and samples.csv here."),
@@ -106,6 +108,10 @@ def register(app: typer.Typer) -> None:
         reader = dataset_class(dataset, "--dataset")
         if protocol not in ev.PROTOCOLS:
             raise LbdtError(f"unknown --protocol {protocol!r} (use {' or '.join(ev.PROTOCOLS)})")
+        if protocol == "unsupervised" and dataset != "davis":
+            raise LbdtError("--protocol unsupervised is Ref-DAVIS17's (--dataset davis)")
+        if protocol == "unsupervised" and limit is not None:
+            raise LbdtError("--limit does not apply to --protocol unsupervised (it scores whole videos)")
         if root is None and reader.needs_root:
             raise LbdtError(f"--root is required for --dataset {dataset}")
         if limit is not None and limit < 1:
@@ -178,6 +184,8 @@ def register(app: typer.Typer) -> None:
                 result = ev.evaluate_predictions(ds, predictions, protocol=protocol, strict=strict, limit=limit,
                                                  progress=advance)
             elif world_size > 1:
+                if protocol == "unsupervised":
+                    raise LbdtError("--protocol unsupervised is not supported with torchrun; run it once")
                 if save_masks is not None:
                     raise LbdtError("--save-masks is not supported with torchrun (several processes); run it once")
                 result = _distributed(ev, ds, predictor, protocol, strict, limit, advance, env)

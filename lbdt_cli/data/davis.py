@@ -9,8 +9,8 @@
 Every expression of every annotation file found (or only those named by `annotations`) is one track,
 scored on every frame of its video against `png == obj_id` (void = 255 excluded from J and F). J and F
 are averaged per track over frames, then over tracks, so with the four files the result is the average
-of the four sets (they cover the same objects). This is the referring protocol with known object ids,
-not ReferFormer's merge + Hungarian matching of the unsupervised DAVIS evaluation.
+of the four sets (they cover the same objects). This is the referring protocol with known object ids;
+`--protocol unsupervised` (lbdt_cli.davis_unsupervised) scores the papers' way instead.
 """
 
 from __future__ import annotations
@@ -112,6 +112,13 @@ class RefDAVIS(RvosDataset):
             self._frames[vid] = names
             self._prev[vid] = previous_frames(names, self.interval, names)
         return self._frames[vid]
+
+    def annotation_set(self, sample: Sample) -> str:
+        """The annotation file an expression comes from ("annot1", "annot1_full_video", ...)."""
+        return sample.expression_id.rsplit("_", 1)[0]
+
+    def frames_of(self, video_id: str) -> list[str]:
+        return self._frames[video_id]
 
     def load_frames(self, video_id: str, names: Sequence[str]) -> dict[str, np.ndarray]:
         return frames_from_folder(self.images_dir / video_id, names, (".jpg", ".jpeg", ".png"))
