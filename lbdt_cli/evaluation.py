@@ -337,6 +337,40 @@ def evaluate_predictions(
     return EvalResult(dataset.name, dataset.split, protocol, note, acc, acc.summary(), meta)
 
 
+def report_examples(dataset: RvosDataset, result: EvalResult, ids: Sequence[str], predictor=None,
+                    predictions: str | os.PathLike | None = None) -> dict[str, tuple[str, float, str]]:
+    """{sample id: (frame | GT | prediction PNG data URI, IoU, caption)} for the report's examples: the
+    model is run again on these few samples (same engine), or their PNGs are read from `predictions`."""
+    from lbdt_cli.report import example_strip
+
+    by_id = {s.sample_id: s for s in dataset.samples}
+    iou = {r.sample_id: r.iou for r in result.accumulator.results}
+    samples = [by_id[i] for i in ids if i in by_id]
+    masks: dict[str, np.ndarray] = {}
+    if predictor is not None:
+        for s, mask, _score_, _p in predict_samples(dataset, samples, predictor, protocol=result.protocol):
+            masks[s.sample_id] = mask
+    else:
+        for s in samples:
+            masks[s.sample_id] = read_prediction_png(Path(predictions) / dataset.mask_relpath(s),
+                                                     nonzero=dataset.prediction_nonzero)[0]
+    out = {}
+    for s in samples:
+        gt, _void = s.load_gt()
+        out[s.sample_id] = (example_strip(s.load_frame(), gt, masks[s.sample_id]), iou[s.sample_id],
+                            f"{s.video_id} frame {s.frame}: \u201c{s.expression}\u201d")
+    return out
+
+
+def write_report(output: str | os.PathLike, html_text: str, overwrite: bool = False) -> Path:
+    from lbdt_cli.utils.atomic import atomic_path
+
+    path = Path(output) / "report.html"
+    with atomic_path(path, overwrite=True) as tmp:  # checked before the run (check_output_dir)
+        tmp.write_text(html_text, encoding="utf-8")
+    return path
+
+
 def tied_scores(acc: MetricAccumulator) -> int:
     """How many non-empty predictions share their confidence with another one (COCO ranks ties by order)."""
     from collections import Counter

@@ -195,3 +195,35 @@ def test_davis_unsupervised_protocol_hand_computed_and_model_round_trip(tmp_path
     code, _, err = _run(run_cli, ["eval", "--dataset", "a2d", "--root", str(root), "--predictions", str(pred),
                                   "--protocol", "unsupervised"])
     assert code == 2 and "davis" in err
+
+
+def test_report_is_self_contained_with_charts_groups_and_examples(tmp_path, run_cli):
+    root = make_mevis(tmp_path)
+    pred = tmp_path / "pred" / "m1"
+    for e, masks in (("0", MEVIS_OBJECTS["10"]), ("1", MEVIS_OBJECTS["11"]), ("2", [None] * 3)):
+        for k, m in enumerate(masks):
+            _png(pred / e / f"0000{k}.png", np.zeros((H, W), np.uint8) if m is None else m)
+    out = tmp_path / "out"
+    code, _, err = _run(run_cli, ["eval", "--dataset", "mevis", "--root", str(root), "--predictions",
+                                  str(tmp_path / "pred"), "--output", str(out), "--report"])
+    assert code == 0, err
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page
+    assert page.count("<svg") == 2 and "P@K" in page and "IoU histogram" in page
+    assert "By subset" in page and "no target" in page and "several objects" in page
+    assert page.count("data:image/png;base64,") == 9  # 6 worst + the 3 best not already shown
+    assert "two boxes moving right" in page  # captions carry the expression
+    code, _, err = _run(run_cli, ["eval", "--dataset", "mevis", "--root", str(root), "--predictions",
+                                  str(tmp_path / "pred"), "--report"])
+    assert code == 2 and "--output" in err
+
+
+def test_report_groups_of_a2d_and_jhmdb(tmp_path):
+    from rvos_layouts import make_a2d, make_jhmdb
+
+    a2d = open_dataset("a2d", make_a2d(tmp_path / "a2d"), "test")
+    assert {tuple(sorted(a2d.report_groups(s).items())) for s in a2d.samples} == {
+        (("action", "climbing"), ("actor", "adult")), (("action", "jumping"), ("actor", "ball"))}  # labels 11 and 35
+    jhmdb = open_dataset("jhmdb", make_jhmdb(tmp_path / "jhmdb"))
+    assert {jhmdb.report_groups(s)["action"] for s in jhmdb.samples} == {"brush_hair", "wave"}

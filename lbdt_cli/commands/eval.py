@@ -92,6 +92,8 @@ def register(app: typer.Typer) -> None:
         submission: Optional[Path] = typer.Option(
             None, "--submission", help="Write the benchmark server's zip (ytvos valid, mevis valid) instead of "
             "scoring: one PNG per listed frame of every expression."),
+        report: bool = typer.Option(False, "--report", help="Also write report.html into --output: metrics beside "
+                                    "the paper's, P@K curve, IoU histogram, groups, worst and best samples."),
         check: bool = typer.Option(False, "--check", help="Only list what the dataset folder holds."),
         as_json: bool = typer.Option(False, "--json", help="Print the metrics object as JSON on stdout."),
         batch_size: int = typer.Option(8, "--batch-size", "-b", help="(frame, expression) pairs per forward pass."),
@@ -118,6 +120,8 @@ def register(app: typer.Typer) -> None:
             raise LbdtError("--limit must be at least 1")
         if predictions is not None and save_masks is not None:
             raise LbdtError("--predictions scores existing masks; it cannot be combined with --save-masks")
+        if report and output is None:
+            raise LbdtError("--report writes report.html into the --output folder: give --output DIR")
         if submission is not None:
             if reader.submission_layout is None:
                 raise LbdtError(f"--submission: {dataset} has no evaluation server (it is scored locally)")
@@ -143,6 +147,8 @@ def register(app: typer.Typer) -> None:
 
         if output is not None:
             ev.check_output_dir(output, overwrite)
+            if report:
+                check_writable_output(output / "report.html", overwrite)
         if submission is not None:
             check_writable_output(submission, overwrite)
         if save_masks is not None:
@@ -212,13 +218,21 @@ def register(app: typer.Typer) -> None:
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
         if output is not None:
             ev.write_outputs(result, output, overwrite=overwrite)
+        config_name = predictor.model.config.name if predictor is not None else None
+        if report:
+            from lbdt_cli import report as rp
+
+            worst, best = rp.pick_examples(result)
+            examples = ev.report_examples(ds, result, worst + best, predictor=predictor, predictions=predictions)
+            ev.write_report(output, rp.render(result, ds, ev.paper_reference(reader, config_name), examples,
+                                              worst, best))
         if as_json:
             typer.echo(json.dumps(result.metrics, indent=2))
             return
-        config_name = predictor.model.config.name if predictor is not None else None
         _render(result, ev.paper_reference(reader, config_name))
         if output is not None:
-            console.print(f"[green]wrote[/] {output / 'metrics.json'} and {output / 'samples.csv'}", highlight=False)
+            console.print(f"[green]wrote[/] {output / 'metrics.json'} and {output / 'samples.csv'}"
+                          + (f" and {output / 'report.html'}" if report else ""), highlight=False)
         if save_masks is not None:
             console.print(f"[green]wrote[/] masks to {save_masks}/", highlight=False)
 

@@ -37,6 +37,10 @@ from lbdt_cli.data.common import (
 from lbdt_cli.errors import InputError, LbdtError
 
 SPLITS = {"train": "0", "test": "1"}
+# videoset.csv column 1: the video's actor-action label, actor = tens digit, action = units digit
+ACTORS = {1: "adult", 2: "baby", 3: "ball", 4: "bird", 5: "car", 6: "cat", 7: "dog"}
+ACTIONS = {1: "climbing", 2: "crawling", 3: "eating", 4: "flying", 5: "jumping", 6: "rolling", 7: "running",
+           8: "walking", 9: "none"}
 INTERVAL = 6  # LBDT's --interval for A2D
 BAD_INSTANCE_IDS = {"1 (copy)"}
 
@@ -130,6 +134,7 @@ class A2DSentences(RvosDataset):
 
         vs_rows = read_csv_rows(videoset, None, 9, "video id ... split (9 columns)")
         split_of = {r[0].strip(): r[8].strip() for r in vs_rows}
+        self.label_of = {r[0].strip(): r[1].strip() for r in vs_rows}
         missed = set()
         if missed_path is not None:
             missed = {ln.strip() for ln in read_text(missed_path, ("utf-8", "latin-1")).splitlines() if ln.strip()}
@@ -176,6 +181,14 @@ class A2DSentences(RvosDataset):
         if not out:
             raise InputError(f"{folder}: expected annotated frames <frame>.h5, found none")
         return out
+
+    def report_groups(self, sample: Sample) -> dict[str, str]:
+        """Actor and action classes of the video (its label in videoset.csv)."""
+        label = self.label_of.get(sample.video_id, "")
+        if not label.isdigit():
+            return {}
+        code = int(label)
+        return {"actor": ACTORS.get(code // 10, label), "action": ACTIONS.get(code % 10, label)}
 
     def load_frames(self, video_id: str, names: Sequence[str]) -> dict[str, np.ndarray]:
         if self.clips_dir.is_dir() and (self.clips_dir / f"{video_id}.mp4").is_file():

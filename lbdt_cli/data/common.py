@@ -136,6 +136,11 @@ class RvosDataset:
         """A subset name to report separately (shapes: "appearance" / "motion"), or None."""
         return None
 
+    def report_groups(self, sample: Sample) -> dict[str, str]:
+        """Breakdowns for `--report` ({grouping: group}); by default the `sample_group` subset, if any."""
+        group = self.sample_group(sample)
+        return {"subset": group} if group else {}
+
     def mask_relpath(self, sample: Sample) -> str:
         """Where `--save-masks` puts this sample's PNG, relative to the folder."""
         if self.one_expression_per_video:

@@ -151,6 +151,10 @@ class JHMDBSentences(RvosDataset):
             raise InputError(f"{self._video_dir(vid)}: expected frames <fid>.png, found none")
         return names
 
+    def report_groups(self, sample: Sample) -> dict[str, str]:
+        """The action class (the video's folder under Rename_Images)."""
+        return {"action": self.class_of[sample.video_id]}
+
     def load_frames(self, video_id: str, names: Sequence[str]) -> dict[str, np.ndarray]:
         return frames_from_folder(self._video_dir(video_id), names, (".png",))
 
