@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from lbdt_cli.data import open_dataset
-from lbdt_cli.errors import InputError
+from lbdt_cli.errors import InputError, LbdtError
 from rvos_layouts import MEVIS_OBJECTS, H, W, box, frame_rgb, make_mevis, make_ytvos
 
 
@@ -37,7 +37,7 @@ def test_mevis_malformed_files_are_one_line_errors(tmp_path):
     (root / "valid_u" / "meta_expressions.json").write_text('{"videos": {"m1": {"frames": []}}}')
     with pytest.raises(InputError, match="meta_expressions.json"):
         open_dataset("mevis", root)
-    with pytest.raises(InputError, match="split must be one of"):
+    with pytest.raises(LbdtError, match="split must be one of"):
         open_dataset("mevis", root, "test")
     root = make_mevis(tmp_path / "b")
     (root / "valid_u" / "mask_dict.json").write_text(json.dumps({"10": [None]}))

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from lbdt_cli.data.common import CheckReport, RvosDataset, Sample, frames_from_folder, require_dir, require_file
-from lbdt_cli.errors import InputError
+from lbdt_cli.errors import InputError, LbdtError
 
 SPLITS = ("train", "valid_u", "valid")
 INTERVAL = 1  # listed frames back; our choice (the benchmark's models are clip-based)
@@ -61,9 +61,9 @@ class MeViS(RvosDataset):
     gt_cache_size = 256
 
     def __init__(self, root: str | os.PathLike, split: str = default_split, interval: int | None = None) -> None:
+        if split not in SPLITS:  # a bad flag (exit 2), checked before the files
+            raise LbdtError(f"--split: MeViS split must be one of {', '.join(SPLITS)}, not {split!r}")
         super().__init__(root, split)
-        if split not in SPLITS:
-            raise InputError(f"MeViS split must be one of {', '.join(SPLITS)}, not {split!r}")
         self.interval = INTERVAL if interval is None else interval
         base = require_dir(self.root / split, f"the MeViS {split} folder ({split}/JPEGImages, meta_expressions.json)")
         self.images_dir = require_dir(base / "JPEGImages", f"{split}/JPEGImages/<video>/<frame>.jpg")
