@@ -86,7 +86,7 @@ def _svg_chart(points: Sequence[tuple[float, float]], kind: str, title: str, xla
     else:
         bw = pw / max(len(points), 1)
         for x, y in points:
-            parts.append(f'<rect x="{X(x) + 1:.1f}" y="{Y(y):.1f}" width="{bw - 2:.1f}" height="{(1 - y) * ph:.1f}" '
+            parts.append(f'<rect x="{X(x) + 1:.1f}" y="{Y(y):.1f}" width="{bw - 2:.1f}" height="{y * ph:.1f}" '
                          f'fill="#e07b24"><title>{x:.1f}–{x + 0.1:.1f}: {100 * y:.1f}%</title></rect>')
     parts.append(f'<text x="{left + pw / 2}" y="{h - 6}" text-anchor="middle" font-size="12">{html.escape(xlabel)}</text>')
     parts.append(f'<text x="12" y="{top + ph / 2}" text-anchor="middle" font-size="12" '
