@@ -127,7 +127,6 @@ def evaluate_model_unsupervised(dataset, predictor, *, save_masks: str | os.Path
     per_set: dict[str, tuple[list, list]] = {}
     pending: list[tuple[int, np.ndarray]] = []
     labels: list[np.ndarray] = []
-    key = None
     for s, _mask, _score, p in predict_samples(dataset, ordered, predictor, progress=progress):
         k = (s.video_id, dataset.annotation_set(s))
         pending.append((label_of[s.video_id, s.expression_id], p))
@@ -141,8 +140,6 @@ def evaluate_model_unsupervised(dataset, predictor, *, save_masks: str | os.Path
                 per_set.setdefault(k[1], ([], []))[0].extend(js)
                 per_set[k[1]][1].extend(fs)
                 labels = []
-        key = k
-    del key
     meta = {"checkpoint_config": predictor.model.config.name, "input_size": predictor.input_size,
             "interval": dataset.interval, "sets": sorted(per_set)}
     return _result(dataset, _summarize(per_set), meta)

@@ -122,7 +122,13 @@ class MeViS(RvosDataset):
         return rles
 
     def frame_size(self, video_id: str) -> tuple[int, int]:
-        """(H, W) of a video: from any of its RLEs, else from its first frame's header."""
+        """(H, W) of a video: from any of its RLEs, else from its first frame's header (kept per video)."""
+        sizes = self.__dict__.setdefault("_sizes", {})
+        if video_id not in sizes:
+            sizes[video_id] = self._find_size(video_id)
+        return sizes[video_id]
+
+    def _find_size(self, video_id: str) -> tuple[int, int]:
         for (vid, _), annos in self._anno.items():
             if vid == video_id:
                 for a in annos:
