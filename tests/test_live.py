@@ -95,6 +95,9 @@ def test_scheduler_skips_only_what_would_be_late():
     assert s.plan([0.6], now=1.3) == (1, 0)  # all late: skip, wait for the next frame
     assert s.plan([1.0, 1.01, 1.02], now=1.05) == (0, 3)  # 1.05 + 0.75 <= 1.9
     assert s.skipped == 2
+    s.observe(1, 0.25, late=1)  # a batch ended over the bound anyway: the estimate grows by 1.25
+    assert s.cost(2) == pytest.approx(2 * 0.25 * 1.25)
+    assert s.plan([1.8, 1.85], now=2.1) == (0, 1)  # 2.1 + 0.625 > 2.7 (was 0.5: two would run)
     slow = FrameScheduler(0.1, batch_frames=2)
     slow.observe(1, 0.5)  # the model alone is slower than the bound: the newest still runs
     assert slow.plan([0.0, 0.1, 0.2], now=0.3) == (2, 1)

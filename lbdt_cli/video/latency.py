@@ -9,8 +9,10 @@ With a bound (`--max-latency L`), `FrameScheduler.plan` skips a waiting frame wh
 of one would finish after its deadline (arrival + L), and shrinks the batch until its oldest
 frame would finish in time. The cost of a batch of n frames is estimated as n times the slowest
 per-frame cost of the last few batches (batches amortise fixed costs, so this errs on the safe
-side), and the bound is aimed at with a 10% margin. Skipping a frame only skips its model
-run: it stays available as the previous frame of the frame δ later (the caller keeps it).
+side), and the bound is aimed at with a 10% margin. When a batch still ends late (the machine's
+load swings), the estimate is scaled up by 1.25 (at most 4×), and eased back by 2% per batch that
+ends in time. Skipping a frame only skips its model run: it stays available as the previous
+frame of the frame δ later (the caller keeps it).
 """
 
 from __future__ import annotations
@@ -64,16 +66,20 @@ class FrameScheduler:
         self.batch_frames = max(1, int(batch_frames))
         self.margin = margin
         self._per_frame: collections.deque[float] = collections.deque(maxlen=history)
+        self.safety = 1.0  # grows when batches end late anyway
         self.skipped = 0
 
-    def observe(self, frames: int, seconds: float) -> None:
-        """A batch of `frames` took `seconds` from being picked to its masks being handed on."""
+    def observe(self, frames: int, seconds: float, late: int = 0) -> None:
+        """A batch of `frames` took `seconds` from being picked to its masks being handed on;
+        `late` of its frames ended over the bound."""
         if frames > 0:
             self._per_frame.append(seconds / frames)
+        if self.max_latency is not None:
+            self.safety = min(self.safety * 1.25, 4.0) if late else max(1.0, self.safety * 0.98)
 
     def cost(self, n: int) -> float:
         """Estimated seconds for a batch of n frames (0 before the first batch)."""
-        return n * max(self._per_frame, default=0.0)
+        return n * max(self._per_frame, default=0.0) * self.safety
 
     def plan(self, arrivals: Sequence[float], now: float) -> tuple[int, int]:
         """(skip, take): skip the `skip` oldest waiting frames, then run the next `take` frames

@@ -232,9 +232,11 @@ class LiveRun:
                     t0 = time.perf_counter()
                     preds = self.predictor.predict_batch([(f, prepared(f), prepared(p)) for f, p in batch], self.text)
                     model_s += time.perf_counter() - t0
+                    late = 0
                     for pred in preds:
                         masks = (pred.probs > self.threshold).astype(np.uint8)
                         latency = time.perf_counter() - pred.frame.arrival
+                        late += self.max_latency is not None and latency > self.max_latency
                         res.latency.add(latency)
                         res.frames += 1
                         if self.json_lines is not None:
@@ -242,7 +244,7 @@ class LiveRun:
                         writes.put(("frame", pred.frame, pred.probs, masks))
                         if self.on_frame is not None:
                             self.on_frame(res)
-                    self.scheduler.observe(len(batch), time.perf_counter() - t0)
+                    self.scheduler.observe(len(batch), time.perf_counter() - t0, late)
             except BaseException:
                 self.stop("error")
                 raise
