@@ -41,7 +41,7 @@ def _count_calls(monkeypatch, module, name):
 
 
 def test_each_annotation_file_is_read_once_for_all_expressions_on_it(a2d_root, tmp_path, monkeypatch):
-    from lbdt_cli.data import a2d, davis, shapes_folder, ytvos
+    from lbdt_cli.data import a2d, davis, shapes_reader, ytvos
 
     def gts(ds):
         return [s.load_gt()[0].sum() for s in ds.samples]
@@ -49,10 +49,10 @@ def test_each_annotation_file_is_read_once_for_all_expressions_on_it(a2d_root, t
     cases = [(a2d, "read_instance_masks", open_dataset("a2d", a2d_root, "test")),
              (ytvos, "read_index_png", open_dataset("ytvos", make_ytvos(tmp_path / "y"), "train")),
              (davis, "read_index_png", open_dataset("davis", make_davis(tmp_path / "d"), "val"))]
-    from lbdt_cli.data.shapes import write_shapes
+    from lbdt_cli.data.shapes_generator import write_shapes
 
     write_shapes(tmp_path / "s", 1, seed=5, size=32, frames=3)
-    cases.append((shapes_folder, "read_index_png", open_dataset("shapes", tmp_path / "s")))
+    cases.append((shapes_reader, "read_index_png", open_dataset("shapes", tmp_path / "s")))
     for module, name, ds in cases:
         calls = _count_calls(monkeypatch, module, name)
         first = gts(ds)
@@ -198,7 +198,7 @@ def test_davis_encodings_typos_and_void(tmp_path):
 
 
 def test_shapes_folder_matches_generator(tmp_path):
-    from lbdt_cli.data.shapes import generate_clip, write_shapes
+    from lbdt_cli.data.shapes_generator import generate_clip, write_shapes
 
     write_shapes(tmp_path / "s", 1, seed=5, size=32, frames=3)
     ds = open_dataset("shapes", tmp_path / "s", interval=2)

@@ -47,7 +47,7 @@ def a2d_predictions(a2d_root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def shapes_root(tmp_path_factory):
-    from lbdt_cli.data.shapes import write_shapes
+    from lbdt_cli.data.shapes_generator import write_shapes
 
     root = tmp_path_factory.mktemp("shapes") / "clips"
     write_shapes(root, 1, seed=7, size=64, frames=3)

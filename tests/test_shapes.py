@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from lbdt_cli.data.shapes import (
+from lbdt_cli.data.shapes_generator import (
     COLOURS, MOTIONS, SHAPES, VOCABULARY, ShapesDataset, _shape_mask, _templates, generate_clip, read_shapes,
     render_frame, resolve, split_seeds, write_shapes,
 )
@@ -110,7 +110,7 @@ def test_write_shapes_layout_roundtrip_and_atomicity(tmp_path, monkeypatch):
     with pytest.raises(OutputError):
         write_shapes(out, 1, seed=9, size=64, frames=6)
     # a failure half-way leaves neither a partial folder nor a temporary one
-    import lbdt_cli.data.shapes as shapes
+    import lbdt_cli.data.shapes_generator as shapes
 
     def boom(*a, **k):
         raise RuntimeError("encoder died")

@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the output folder."),
     ) -> None:
         """Generate Moving Shapes Sentences clips: <clip>.mp4, <clip>/masks/<frame>.png, expressions.json."""
-        from lbdt_cli.data.shapes import write_shapes
+        from lbdt_cli.data.shapes_generator import write_shapes
 
         if clips < 1:
             raise LbdtError("--clips must be at least 1")

@@ -17,7 +17,7 @@ from lbdt_cli.data.common import RvosDataset, Sample
 from lbdt_cli.data.davis import RefDAVIS
 from lbdt_cli.data.jhmdb import JHMDBSentences
 from lbdt_cli.data.mevis import MeViS
-from lbdt_cli.data.shapes_folder import ShapesEval
+from lbdt_cli.data.shapes_reader import ShapesEval
 from lbdt_cli.data.ytvos import ReferYouTubeVOS
 from lbdt_cli.errors import LbdtError
 

@@ -1,6 +1,6 @@
 """What every evaluation dataset reader shares: the sample type, the check report, small file readers.
 
-A reader (`a2d`, `jhmdb`, `ytvos`, `davis`, `shapes_folder`; listed in `lbdt_cli.data.READERS`) turns a dataset folder in its original
+A reader (`a2d`, `jhmdb`, `ytvos`, `davis`, `shapes_reader`; listed in `lbdt_cli.data.READERS`) turns a dataset folder in its original
 release layout into a list of `Sample`s. A sample is one referring expression on one annotated frame;
 it knows its previous frame (for the frame difference) and can load its frames and its GT mask.
 Every missing or malformed file raises one `InputError` naming the file and what was expected.

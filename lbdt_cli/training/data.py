@@ -42,7 +42,7 @@ def _holdout(video_id: str, fraction: float) -> bool:
 def build_datasets(cfg, interval: int) -> tuple[Dataset, Dataset]:
     """(train, val) datasets for cfg.dataset."""
     if cfg.dataset == "shapes":
-        from lbdt_cli.data.shapes import ShapesDataset, read_shapes
+        from lbdt_cli.data.shapes_generator import ShapesDataset, read_shapes
 
         if cfg.root:
             try:

@@ -1,5 +1,5 @@
 """Moving Shapes Sentences for `lbdt eval`: a folder written by `lbdt make-shapes`, or clips generated
-in-process from their seeds (`lbdt_cli.data.shapes` owns the generator and the folder format).
+in-process from their seeds (`lbdt_cli.data.shapes_generator` owns the generator and the folder format).
 
     ROOT/expressions.json              index (format lbdt-shapes-v1): clips, objects, expressions
     ROOT/<clip_id>.mp4                 the frames
@@ -37,13 +37,13 @@ class ShapesEval(RvosDataset):
     davis_metrics = True
     default_interval = INTERVAL
     default_split = "test"
-    # training generates its clips (lbdt_cli.data.shapes.ShapesDataset) from these splits' seeds
+    # training generates its clips (lbdt_cli.data.shapes_generator.ShapesDataset) from these splits' seeds
     train_split, val_split = "train", "val"
     needs_root = False
 
     def __init__(self, root: str | os.PathLike | None, split: str = default_split, interval: int | None = None,
                  num_clips: int = 20, size: int = 128, num_frames: int = 24, seed: int | None = None) -> None:
-        from lbdt_cli.data import shapes
+        from lbdt_cli.data import shapes_generator as shapes
 
         self.interval = INTERVAL if interval is None else interval
         self.root = Path(root) if root is not None else None
@@ -92,7 +92,7 @@ class ShapesEval(RvosDataset):
 
     def sample_group(self, sample: Sample) -> str:
         """Expressions that a same-colour, same-shape distractor makes need motion, and the rest."""
-        from lbdt_cli.data.shapes import expression_group
+        from lbdt_cli.data.shapes_generator import expression_group
 
         return expression_group(self._needs_motion[(sample.video_id, sample.expression_id)])
 
