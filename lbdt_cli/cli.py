@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     from lbdt_cli.utils.memory import keep_freed_memory
 
     keep_freed_memory()  # batched forwards reuse freed feature maps instead of page-faulting them in
+    from lbdt_cli.utils import startup
+
+    startup.reset()  # one command per process; in-process callers (tests) start afresh
     with _signals_as_exceptions():
         try:
             code = app(args=argv, standalone_mode=False)

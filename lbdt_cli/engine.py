@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from lbdt_cli.errors import InputError, LbdtError
 from lbdt_cli.model.preprocess import frame_difference, normalize_frames, previous_frame_index
 from lbdt_cli.runtime import autocast, dist_env, precision_dtype, resolve_device
+from lbdt_cli.utils.startup import mark
 
 __all__ = ["Predictor", "FramePrediction", "Timings"]
 
@@ -156,7 +157,8 @@ class Predictor:
         (`load_checkpoint`), its text embedder made (GloVe for GloVe models), and the model moved
         to the device in inference form. `path` None means the bundled demo checkpoint.
         Under torchrun, `device="auto"` is this process's GPU."""
-        from lbdt_cli.model import load_checkpoint
+        from lbdt_cli.model.checkpoint import model_from_checkpoint, read_checkpoint
+        from lbdt_cli.model.batchnorm_folding import fold_batchnorm
         from lbdt_cli.model.text import TextEmbedder
         from lbdt_cli.weights import checkpoint_or_default
 
@@ -165,10 +167,23 @@ class Predictor:
         _check_settings(dev, precision, batch_size, input_size, interval)
         if glove is not None and not Path(glove).is_file():
             raise InputError(f"GloVe file not found: {glove}")
-        model = load_checkpoint(path, map_location="cpu")
+        mark("ready_to_load")
+        # Start-up is most of a short clip's run: the file is memory-mapped, the module built
+        # around its tensors without random initialisation, BatchNorm folded in place (this
+        # model is ours alone).
+        ckpt = read_checkpoint(path, map_location="cpu", mmap=True)
+        mark("checkpoint_read")
+        model = model_from_checkpoint(ckpt, source=str(path), skip_init=True)
+        del ckpt
+        if options.pop("fold_batchnorm", True):  # in the engine's layout, so moving it costs no copy
+            layout = torch.channels_last if options.get("channels_last", True) else torch.contiguous_format
+            fold_batchnorm(model, inplace=True, memory_format=layout)
+        mark("model_built")
         embedder = TextEmbedder.for_model(model, glove)
-        predictor = cls(model, dev, precision, batch_size, input_size, interval, embedder=embedder, **options)
+        predictor = cls(model, dev, precision, batch_size, input_size, interval, embedder=embedder,
+                        fold_batchnorm=False, **options)  # fmt: skip
         predictor.checkpoint = Path(path)
+        mark("model_on_device")
         return predictor
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto", precision: str = "fp32",
@@ -282,6 +297,7 @@ class Predictor:
         timings = timings if timings is not None else Timings()
         num_expr = int(text.words.shape[0])
         frames_per_batch = max(1, -(-self.batch_size // num_expr))
+        batch_frames = 1  # the first batch holds one frame, so the first mask comes early
         attention_frames = set(attention_frames or ())
         reader = _Reader(frames, maxsize=2 * frames_per_batch + 2, timings=timings)
         reader.start()
@@ -307,9 +323,9 @@ class Predictor:
                 batch.append((frame, window[frame.index][1], window[prev][1],
                               window[prev][0] if frame.index in attention_frames else None))
                 timings.model_s += time.perf_counter() - t0
-                if len(batch) == frames_per_batch:
+                if len(batch) == batch_frames:
                     yield from self._timed_batch(batch, text, num_expr, attention_frames, timings)
-                    batch = []
+                    batch, batch_frames = [], frames_per_batch
             if batch:
                 yield from self._timed_batch(batch, text, num_expr, attention_frames, timings)
         finally:
@@ -321,6 +337,8 @@ class Predictor:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         timings.model_s += time.perf_counter() - t0
+        if not timings.frames:
+            mark("first_mask")
         timings.frames += len(preds)
         yield from preds
 

@@ -210,6 +210,64 @@ def test_folding_batchnorm_keeps_outputs_and_leaves_no_batchnorm():
     assert (a - b).abs().max() <= 1e-5 * a.abs().max()
     with pytest.raises(ValueError, match="eval mode"):
         fold_batchnorm(build_model("tiny"))
+    same = fold_batchnorm(model, inplace=True)  # the inference road folds its own model in place
+    assert same is model and not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    with torch.no_grad():
+        assert torch.equal(model(image, diff, words, mask), b)
+
+
+def test_resnet_is_torchvisions():
+    """Our ResNet (written out to spare start-up the torchvision import) has torchvision's weight
+    keys, the same initial weights from the same seed (and leaves the random stream where
+    torchvision does), and the same outputs."""
+    import torchvision.models.resnet as tv
+
+    from lbdt_cli.model import encoders
+
+    for (theirs, ours), layers in (((tv.Bottleneck, encoders.Bottleneck), [3, 4, 6, 3]),
+                                   ((tv.BasicBlock, encoders.BasicBlock), [1, 1, 1, 1])):  # fmt: skip
+        torch.manual_seed(0)
+        a, after_a = tv.ResNet(theirs, layers).eval(), torch.rand(3)
+        torch.manual_seed(0)
+        b, after_b = encoders.ResNet(ours, layers).eval(), torch.rand(3)
+        sa, sb = a.state_dict(), b.state_dict()
+        assert list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+        assert torch.equal(after_a, after_b)
+        x = torch.randn(2, 3, 64, 64)
+        with torch.no_grad():
+            assert torch.equal(a(x), b(x))
+
+
+def test_inference_loading_maps_the_file_and_skips_random_init(tmp_path, monkeypatch):
+    """load_checkpoint memory-maps the file and builds the module around its tensors (no random
+    initialisation): same weights and outputs as building, initialising and loading; a
+    half-precision file is widened to float32."""
+    from lbdt_cli.model.checkpoint import model_from_checkpoint
+
+    import sys
+
+    before = set(sys.modules)
+    sd = random_official_state_dict(1, seed=5, prefix="module.")
+    torch.save(sd, tmp_path / "l1.pth")
+    inits = []
+    real = torch.nn.init.kaiming_normal_
+    monkeypatch.setattr(torch.nn.init, "kaiming_normal_",
+                        lambda t, *a, **k: (inits.append(t.is_meta), real(t, *a, **k))[1])  # fmt: skip
+    fast = load_checkpoint(tmp_path / "l1.pth")
+    assert all(inits)  # no initialiser ran on a real tensor: no random numbers drawn
+    inits.clear()
+    slow = model_from_checkpoint(read_checkpoint(tmp_path / "l1.pth"))
+    assert inits and not any(inits)
+    fs, ss = fast.state_dict(), slow.state_dict()
+    assert list(fs) == list(ss) and all(torch.equal(fs[k], ss[k]) and fs[k].dtype == ss[k].dtype for k in fs)
+    assert not any(t.is_meta for t in list(fast.parameters()) + list(fast.buffers()))
+    assert "torch._dynamo" not in sys.modules or "torch._dynamo" in before  # meta init imports no compiler
+    image, diff, words, mask = _inputs(1, 64)
+    with torch.no_grad():
+        assert torch.equal(fast(image, diff, words, mask), slow(image, diff, words, mask))
+    save_checkpoint(tmp_path / "half.pt", slow, half=True)
+    half = load_checkpoint(tmp_path / "half.pt")
+    assert all(p.dtype == torch.float32 for p in half.parameters())
 
 
 class _RunsCode:

@@ -83,6 +83,12 @@ def test_two_clips_every_format_json(capsys, clips, ckpt, tmp_path):
         summary = json.loads((d / "summary.json").read_text())
         assert summary["frames"] == N and len(summary["expressions"][1]["mask_area"]) == N
         assert set(summary["time_s"]) >= {"decode_s", "model_s", "encode_s", "total_s"}
+        # start-up: the process's age at each milestone, as phases that add up to the first mask
+        startup = summary["startup"]
+        phases = startup["phases_s"]
+        assert list(phases)[:2] == ["command_started", "modules_imported"] and "first_mask" in phases
+        assert {"checkpoint_read", "model_built", "text_encoded"} <= set(phases) and min(phases.values()) >= 0
+        assert abs(sum(phases.values()) - startup["time_to_first_mask_s"]) < 0.01
         assert summary["fps_measured"] > 0
     assert not [p for p in out.rglob(".*")]
 
@@ -207,6 +213,10 @@ def test_benchmark_reports(capsys, clips, ckpt, tmp_path):
     assert r["gflop_per_frame"] > 0 and r["peak_gflops"] > 0
     assert abs(r["fps_at_peak"] - r["peak_gflops"] / r["gflop_per_frame"]) < 1e-6 * r["fps_at_peak"]
     assert abs(r["model_only_gflops"] - r["model_only_fps"] * r["gflop_per_frame"]) < 1e-6 * r["model_only_gflops"]
+    # the same command in a fresh process, start-up included, against the naive loop
+    assert len(r["samples_s"]["whole_command"]) == 2 and r["whole_command_s"] > 0
+    assert abs(r["whole_command_vs_naive"] - r["naive_s"] / r["whole_command_s"]) < 1e-9
+    assert 0 < r["time_to_first_mask_s"] < r["whole_command_s"] and "first_mask" in r["startup_phases_s"]
     assert not (tmp_path / "o").exists()  # the benchmark writes nothing
 
 

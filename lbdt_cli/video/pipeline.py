@@ -15,6 +15,8 @@ import numpy as np
 
 from lbdt_cli.errors import InputError, LbdtError
 from lbdt_cli.utils.memory import peak_rss_mb
+from lbdt_cli.utils.startup import mark
+from lbdt_cli.utils.startup import report as startup_report
 from lbdt_cli.video.draw import render_attention
 from lbdt_cli.video.info import VideoInfo
 from lbdt_cli.video.live_source import LiveSource, is_live_source
@@ -192,6 +194,7 @@ class Segmenter:
                 warnings.append(f"expression {i + 1}: {r.num_tokens} tokens, only the first "
                                 f"{self.model.config.max_words} are used")  # fmt: skip
         self.text = self.predictor.encode_text(vectors, mask)
+        mark("text_encoded")
         self.expressions = list(expressions)
         self.tokens = [r.tokens[: self.model.config.max_words] for r in reports]
         self.warnings += warnings
@@ -240,7 +243,8 @@ class Segmenter:
             )  # fmt: skip
             if timings.frames == 0:
                 raise InputError(f"{job.source} has zero frames in the selected range")
-            summary = out.finish({**timings.as_dict(), "peak_rss_mb": round(peak_rss_mb(), 1)}, request=request)
+            summary = out.finish({**timings.as_dict(), "peak_rss_mb": round(peak_rss_mb(), 1),
+                                  "startup": startup_report()}, request=request)
         summary["output"] = str(job.output)
         return summary
 

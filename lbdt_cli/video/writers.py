@@ -301,6 +301,7 @@ class SummaryWriter(Writer):
         info, meta = self.info, self.meta
         n, pixels = len(self.frame_indices), info.width * info.height
         timings = dict(timings or {})
+        startup = timings.pop("startup", None)  # process start -> first mask, by phase
         total = timings.get("total_s") or 0.0
         return {
             "source": meta.source,
@@ -311,6 +312,7 @@ class SummaryWriter(Writer):
             "checkpoint": meta.checkpoint,
             "fps_measured": (n / total) if total > 0 else None,
             "time_s": timings,
+            **({"startup": startup} if startup is not None else {}),
             "frame_indices": self.frame_indices,
             "expressions": [
                 {
