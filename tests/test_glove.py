@@ -231,3 +231,9 @@ def test_cli_first_run_progress_and_quiet_json(tmp_path, run_cli, monkeypatch, o
     r = run_cli("segment", frames, "the red circle", "--checkpoint", ckpt, "--glove", src, "-o", tmp_path / "o4",
                 "--format", "h5")
     assert r.code == 0 and "GloVe first run" not in r.stderr  # cached
+    # --benchmark with a GloVe model: its naive loop and the fresh-process run get the vectors too
+    r = run_cli("segment", frames, "the red circle", "--checkpoint", ckpt, "--glove", src, "-o", tmp_path / "o5",
+                "--benchmark", "--json")
+    assert r.code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["frames"] == 3 and doc["whole_command_s"] > 0 and doc["time_to_first_mask_s"] > 0
