@@ -154,7 +154,7 @@ class Predictor:
                         **options) -> "Predictor":  # fmt: skip
         """The one road from a checkpoint file to a model ready for inference, used by segment and
         eval: every flag is checked first, then the checkpoint is loaded with its strict checks
-        (`load_checkpoint`), its text embedder made (GloVe for GloVe models), and the model moved
+        (`read_checkpoint`, `model_from_checkpoint`), its text embedder made (GloVe for GloVe models), and the model moved
         to the device in inference form. `path` None means the bundled demo checkpoint.
         Under torchrun, `device="auto"` is this process's GPU."""
         from lbdt_cli.model.checkpoint import model_from_checkpoint, read_checkpoint
