@@ -357,3 +357,66 @@ def test_rank_shares_follow_the_same_rules(run_cli, clips, ckpt, tmp_path, monke
     res = run_cli("segment", clips["mp4"], clips["not_video"], clips["avi"], clips["mkv"], "-e", "a", "-c", ckpt,
                   "-o", out, "--end", "2", "--keep-going", "--skip-existing", "--device", "cpu", "--json")  # fmt: skip
     assert json.loads(res.stdout)["skipped"] == [str(out / "ffv1")]
+
+
+# ------------------------------------------------------------------------------- full disks
+
+
+@pytest.mark.parametrize("fmt, limit", [("h5", 3000), ("h5", 40000), ("png", 300), ("overlay", 3000),
+                                        ("mask-video", 1000)])  # fmt: skip
+def test_file_size_limit_is_exit_5_and_nothing_left(long_clip, ckpt, tmp_path, fmt, limit):
+    """EFBIG from RLIMIT_FSIZE, in a subprocess: one error line, exit 5, no crash, no leftovers
+    (masks.h5 used to end in an h5py ref-count error and a segmentation fault)."""
+    import resource
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "lbdt_cli", "segment", str(long_clip), "a circle", "-c", str(ckpt), "-o", str(out),
+           "-f", fmt, "--save-probs", "--end", "40", "-q"]  # fmt: skip
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, preexec_fn=limit_file_size, timeout=300)
+    assert proc.returncode == 5, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "File too large" in lines[0], proc.stderr
+    assert everything(out) == []
+
+
+@pytest.mark.parametrize("where", ["h5", "png", "summary"])
+def test_no_space_left_is_exit_5_and_nothing_left(run_cli, clips, ckpt, tmp_path, monkeypatch, where):
+    import errno
+    import pathlib
+
+    from lbdt_cli.video import writers
+
+    def no_space(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "h5":  # the disk fills up under HDF5's own writes
+        real_init = writers._GuardedFile.__init__
+
+        def init(self, path):
+            real_init(self, path)
+            raw, budget = self.f, [4000]
+
+            class Filling:
+                def __getattr__(self, name):
+                    return getattr(raw, name)
+
+                def write(self, data):
+                    budget[0] -= len(data)
+                    if budget[0] < 0:
+                        no_space()
+                    return raw.write(data)
+
+            self.f = Filling()
+
+        monkeypatch.setattr(writers._GuardedFile, "__init__", init)
+    elif where == "png":
+        monkeypatch.setattr(writers.PngWriter, "write", no_space)
+    else:
+        monkeypatch.setattr(pathlib.Path, "write_text", no_space)
+    out = tmp_path / "out"
+    res = run_cli("segment", clips["mp4"], "a circle", "-c", ckpt, "-o", out, "-f", "h5,png", "--save-probs", "-q")
+    one_line_error(res, 5, "No space left on device")
+    assert everything(out) == []

@@ -15,6 +15,7 @@ import collections
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -239,7 +240,12 @@ class FFmpegWriter:
         self.proc.wait()
         self._log.seek(0)
         lines = [ln for ln in self._log.read().decode("utf-8", "replace").splitlines() if ln.strip()]
-        return lines[-1].strip() if lines else f"exit code {self.proc.returncode}"
+        code = self.proc.returncode
+        if code is not None and code < 0 and -code == getattr(signal, "SIGXFSZ", 0):
+            return "File too large (the file size limit was reached)"
+        if lines:
+            return lines[-1].strip()
+        return f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
 
     def close(self) -> None:
         try:
