@@ -161,15 +161,24 @@ class Predictor:
         from lbdt_cli.weights import checkpoint_or_default
 
         path = checkpoint_or_default(path)
-        dev = resolve_device(device, dist_env())
-        _check_settings(dev, precision, batch_size, input_size, interval)
-        if glove is not None and not Path(glove).is_file():
-            raise InputError(f"GloVe file not found: {glove}")
+        dev = cls.check_flags(device, precision, batch_size, input_size, interval, glove)
         model = load_checkpoint(path, map_location="cpu")
         embedder = TextEmbedder.for_model(model, glove)
         predictor = cls(model, dev, precision, batch_size, input_size, interval, embedder=embedder, **options)
         predictor.checkpoint = Path(path)
         return predictor
+
+    @staticmethod
+    def check_flags(device: str | torch.device = "auto", precision: str = "fp32", batch_size: int = 8,
+                    input_size: int | None = None, interval: int | None = None,
+                    glove: str | os.PathLike | None = None) -> torch.device:  # fmt: skip
+        """Every inference flag, checked without loading anything (commands call it before their
+        output checks too); returns the device. LbdtError / InputError for a bad one."""
+        dev = resolve_device(device, dist_env())
+        _check_settings(dev, precision, batch_size, input_size, interval)
+        if glove is not None and not Path(glove).is_file():
+            raise InputError(f"GloVe file not found: {glove}")
+        return dev
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto", precision: str = "fp32",
                  batch_size: int = 8, input_size: int | None = None, interval: int | None = None,

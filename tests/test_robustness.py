@@ -420,3 +420,21 @@ def test_no_space_left_is_exit_5_and_nothing_left(run_cli, clips, ckpt, tmp_path
     res = run_cli("segment", clips["mp4"], "a circle", "-c", ckpt, "-o", out, "-f", "h5,png", "--save-probs", "-q")
     one_line_error(res, 5, "No space left on device")
     assert everything(out) == []
+
+
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--size", "50", "--size"), ("--batch-size", "0", "--batch-size"), ("--threshold", "2", "--threshold"),
+    ("--threshold", "nan", "--threshold"), ("--device", "banana", "--device"), ("--precision", "fp64", "--precision"),
+    ("--format", ",", "--format"), ("--interval", "0", "--interval"), ("--stride", "0", "--stride"),
+])  # fmt: skip
+def test_flags_checked_before_outputs_and_model(run_cli, clips, ckpt, tmp_path, monkeypatch, flag, value, needle):
+    import lbdt_cli.model.checkpoint as checkpoint
+    from lbdt_cli.video import reader
+
+    def heavy(*a, **k):
+        raise AssertionError("loaded or probed before the flags were checked")
+
+    monkeypatch.setattr(checkpoint, "read_checkpoint", heavy)
+    monkeypatch.setattr(reader, "probe", heavy)
+    (tmp_path / "out" / "h264").mkdir(parents=True)  # an existing output: the flag is still what is reported
+    one_line_error(run_cli("segment", clips["mp4"], "a", "-c", ckpt, "-o", tmp_path / "out", flag, value), 2, needle)

@@ -116,7 +116,8 @@ def register(app: typer.Typer) -> None:
         (docs/live.md).
         """
         from lbdt_cli.video.pipeline import (
-            VideoJob, check_expressions, check_selection, plan_outputs, resolve_inputs, split_inputs_and_expressions,
+            VideoJob, check_expressions, check_flags, check_selection,
+            plan_outputs, resolve_inputs, split_inputs_and_expressions,
         )  # fmt: skip
         from lbdt_cli.runtime import dist_env, shard
         from lbdt_cli.weights import checkpoint_or_default
@@ -132,6 +133,7 @@ def register(app: typer.Typer) -> None:
         if benchmark_rounds < 1:
             raise LbdtError(f"--benchmark-rounds must be >= 1, got {benchmark_rounds}")
         frame_list = _parse_frame_list(attention_maps)
+        check_flags(device, precision, batch_size, size, interval, threshold, glove, start, end, stride)
         inputs, expressions = split_inputs_and_expressions(args, expression or ())
         expressions = check_expressions(expressions)
         if as_json and json_lines:

@@ -38,6 +38,8 @@ FORMATS = ("h5", "png", "mask-video", "overlay")
 def parse_formats(text: str) -> list[str]:
     """'h5,png' -> ['h5', 'png']; 'all' -> every format. LbdtError on an unknown name."""
     names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if not names:
+        raise LbdtError(f"--format {text!r} names no format (choose from {', '.join(FORMATS)}, or all)")
     if names == ["all"]:
         return list(FORMATS)
     unknown = [n for n in names if n not in FORMATS]

@@ -145,6 +145,22 @@ def check_selection(info: VideoInfo, start: int, end: int | None, stride: int) -
 # ---------------------------------------------------------------------------------------------
 
 
+def check_threshold(threshold: float) -> None:
+    if not 0.0 <= threshold <= 1.0:  # also refuses NaN
+        raise LbdtError(f"--threshold must be between 0 and 1, got {threshold}")
+
+
+def check_flags(device: str, precision: str, batch_size: int, size: int | None, interval: int | None,
+                threshold: float, glove: Path | None, start: int, end: int | None, stride: int) -> None:
+    """Every `segment` flag that needs neither a clip nor the model, checked before anything else."""
+    from lbdt_cli.engine import Predictor
+    from lbdt_cli.video.reader import check_range
+
+    check_threshold(threshold)
+    check_range(start, end, stride)
+    Predictor.check_flags(device, precision, batch_size, size, interval, glove)
+
+
 @dataclass
 class Segmenter:
     """A loaded model, its text embedder and a Predictor; segments one clip after another."""
@@ -162,8 +178,7 @@ class Segmenter:
     def __post_init__(self) -> None:
         from lbdt_cli.engine import Predictor
 
-        if not 0.0 <= self.threshold <= 1.0:
-            raise LbdtError(f"--threshold must be between 0 and 1, got {self.threshold}")
+        check_threshold(self.threshold)
         # The predictor keeps an inference copy (BatchNorm folded); the loaded model is not kept.
         self.predictor = Predictor.from_checkpoint(
             self.checkpoint, glove=self.glove, device=self.device, precision=self.precision,
