@@ -180,6 +180,12 @@ class Predictor:
             raise InputError(f"GloVe file not found: {glove}")
         return dev
 
+    def non_finite_weights(self) -> int:
+        """How many weights and buffers of the model are NaN or infinite (0 for a sound checkpoint)."""
+        with torch.no_grad():
+            tensors = list(self.model.parameters()) + list(self.model.buffers())
+            return int(sum((~torch.isfinite(t)).sum().item() for t in tensors if t.is_floating_point()))
+
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto", precision: str = "fp32",
                  batch_size: int = 8, input_size: int | None = None, interval: int | None = None,
                  channels_last: bool = True, fold_batchnorm: bool = True, embedder=None) -> None:  # fmt: skip

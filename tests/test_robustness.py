@@ -438,3 +438,81 @@ def test_flags_checked_before_outputs_and_model(run_cli, clips, ckpt, tmp_path, 
     monkeypatch.setattr(reader, "probe", heavy)
     (tmp_path / "out" / "h264").mkdir(parents=True)  # an existing output: the flag is still what is reported
     one_line_error(run_cli("segment", clips["mp4"], "a", "-c", ckpt, "-o", tmp_path / "out", flag, value), 2, needle)
+
+
+# ------------------------------------------------------------------------------ say what you skipped
+
+
+def test_clip_ending_early_is_reported(run_cli, ckpt, tmp_path):
+    full = tmp_path / "full.mkv"
+    subprocess.run([ffmpeg(), "-v", "error", "-f", "lavfi", "-i", f"testsrc=size={W}x{H}:rate={FPS}",
+                    "-frames:v", "40", "-c:v", "ffv1", str(full)], check=True)  # fmt: skip
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])  # the header still says 40 frames (4 s)
+    res = run_cli("segment", cut, "a circle", "-c", ckpt, "-o", tmp_path / "o", "-q")
+    assert res.code == 0, res.stderr
+    summary = json.loads((tmp_path / "o" / "cut" / "summary.json").read_text())
+    assert 0 < summary["frames"] < 39
+    note = f"decoded {summary['frames']} of 40 expected frames"
+    assert note in res.stderr and any(note in w for w in summary["warnings"])
+    # a whole clip says nothing
+    res = run_cli("segment", full, "a circle", "-c", ckpt, "-o", tmp_path / "o2", "-q", "--end", "3")
+    assert res.code == 0 and "warning" not in res.stderr, res.stderr
+
+
+def test_attention_frames_not_segmented_are_reported(run_cli, clips, ckpt, tmp_path):
+    res = run_cli("segment", clips["mp4"], "a circle", "-c", ckpt, "-o", tmp_path / "o", "-q",
+                  "--attention-maps", "2,3,500", "--stride", "2")  # fmt: skip
+    assert res.code == 0, res.stderr
+    assert "--attention-maps: frame(s) 3, 500 not segmented" in res.stderr
+    assert sorted(p.name for p in (tmp_path / "o" / "h264" / "attention").iterdir()) == ["000002_expr_00.png"]
+
+
+def test_nan_weights_are_reported(run_cli, clips, tmp_path):
+    import torch
+
+    model = build_model("tiny")
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("nan")
+    bad = tmp_path / "nan.pt"
+    save_checkpoint(bad, model)
+    res = run_cli("segment", clips["mp4"], "a circle", "-c", bad, "-o", tmp_path / "o", "--end", "3", "-q")
+    assert res.code == 0, res.stderr
+    assert "1 weight(s) are NaN or infinite" in res.stderr
+    assert "the model's output was NaN on 3 of 3 frames" in res.stderr
+
+
+def test_legend_stays_small_on_a_small_frame():
+    import numpy as np
+
+    from lbdt_cli.video.draw import draw_overlay
+
+    H_, W_ = 120, 160
+    rgb = np.full((H_, W_, 3), 128, np.uint8)
+    masks = np.zeros((12, H_, W_), np.uint8)
+    exprs = [f"the very long description number {i} of something moving across the frame" for i in range(12)]
+    out = draw_overlay(rgb, masks, exprs)
+    changed = (out != rgb).any(axis=2)
+    rows, cols = np.nonzero(changed)
+    assert rows.max() < H_ / 3 + 2 and cols.max() < 0.6 * W_ + 2  # a corner, not most of the frame
+    assert changed.mean() < 0.2
+    tiny = np.full((8, 8, 3), 128, np.uint8)
+    assert (draw_overlay(tiny, np.zeros((3, 8, 8), np.uint8), exprs[:3]) == tiny).all()  # no room: no legend
+
+
+def test_pixel_aspect_and_colour_tags_are_kept(run_cli, ckpt, tmp_path):
+    from lbdt_cli.video.reader import probe
+
+    src = tmp_path / "anamorphic.mp4"
+    subprocess.run([ffmpeg(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=128x96:rate=10", "-frames:v", "6",
+                    "-vf", "setsar=128/117,scale=out_color_matrix=bt709:out_range=tv", "-c:v", "libx264",
+                    "-pix_fmt", "yuv420p", "-colorspace", "bt709", "-color_range", "tv", str(src)], check=True)  # fmt: skip
+    info = probe(src)
+    assert info.sar is not None and info.color and info.color.get("space") == "bt709"
+    res = run_cli("segment", src, "a circle", "-c", ckpt, "-o", tmp_path / "o", "-f", "overlay,mask-video", "-q")
+    assert res.code == 0, res.stderr
+    overlay = probe(tmp_path / "o" / "anamorphic" / "overlay.mp4")
+    mask = probe(tmp_path / "o" / "anamorphic" / "expr_00" / "mask.mp4")
+    assert overlay.sar == info.sar and mask.sar == info.sar
+    assert overlay.color == info.color

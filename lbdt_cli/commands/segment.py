@@ -228,6 +228,10 @@ def register(app: typer.Typer) -> None:
                                       highlight=False, soft_wrap=True)  # fmt: skip
                 continue
             results.append(summary)
+            if not (as_json or json_lines):
+                for w in summary.get("warnings", []):
+                    err_console.print(f"[yellow]warning:[/] {markup_safe(job.source.name)}: {markup_safe(w)}",
+                                      highlight=False, soft_wrap=True)  # fmt: skip
             if quiet and not (as_json or json_lines):
                 console.print(markup_safe(job.output), highlight=False, soft_wrap=True)
             elif show:
@@ -300,7 +304,8 @@ def _load(checkpoint, glove, device, precision, batch_size, size, interval, thre
     prepare_glove(glove, show if glove_progress is None else glove_progress, err_console)
     with err_console.status("loading model...", spinner="dots") if show else _Null():
         seg = Segmenter(checkpoint, glove, device, precision, batch_size, size, interval, threshold)
-        warnings = seg.set_expressions(expressions)
+        seg.set_expressions(expressions)
+        warnings = seg.warnings  # the checkpoint's (NaN weights) and the expressions'
     for w in warnings:
         err_console.print(f"[yellow]warning:[/] {markup_safe(w)}", highlight=False, soft_wrap=True)
     return seg, warnings
@@ -401,7 +406,8 @@ def _print_live_benchmark(r: dict, as_json: bool) -> None:
 
 
 def _brief(summary: dict) -> dict:
-    keys = ("source", "output", "frames", "width", "height", "source_fps", "fps_measured", "time_s", "model")
+    keys = ("source", "output", "frames", "width", "height", "source_fps", "fps_measured", "time_s", "model",
+            "warnings")
     out = {k: summary.get(k) for k in keys}
     if summary.get("live"):
         for k in ("ended", "ended_detail", "frames_received", "skipped_frames", "reconnects", "latency_s"):

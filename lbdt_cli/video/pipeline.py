@@ -13,6 +13,8 @@ from typing import IO, TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+import numpy as np
+
 from lbdt_cli.errors import InputError, LbdtError
 from lbdt_cli.utils.memory import peak_rss_mb
 from lbdt_cli.video.draw import render_attention
@@ -187,6 +189,10 @@ class Segmenter:
         self.checkpoint = self.predictor.checkpoint
         self.model = self.predictor.model
         self.embedder = self.predictor.embedder
+        bad = self.predictor.non_finite_weights()
+        if bad:
+            self.warnings.append(f"{self.checkpoint}: {bad} weight(s) are NaN or infinite; the masks will "
+                                 "likely be empty or meaningless")  # fmt: skip
         self.text = None
         self.expressions: list[str] = []
         self.tokens: list[list[str]] = []
@@ -231,16 +237,20 @@ class Segmenter:
         `json_lines`: a text stream that gets one JSON object per frame (mask_records)."""
         meta = self.meta_for(job, start, end, stride)
         tokens = self.tokens
+        seen = {"attention": set(), "nan_frames": 0}
         records = JsonLinesWriter(json_lines, self.expressions) if json_lines is not None else None
         with VideoOutputs(job.output, job.info, meta, formats, save_probs=save_probs, palette=palette,
                           lossless=lossless, overwrite=overwrite) as out:  # fmt: skip
 
             def sink(pred) -> None:
+                if np.isnan(pred.probs).any():  # NaN > threshold is False: an empty mask, said below
+                    seen["nan_frames"] += 1
                 out.write(pred.frame, pred.probs)
                 if records is not None:
                     masks = (pred.probs > self.threshold).astype(np.uint8)
                     records.write(pred.frame.index, pred.frame.timestamp_s, masks)
                 if pred.attention:
+                    seen["attention"].add(pred.frame.index)
                     for e, maps in enumerate(pred.attention):
                         image = render_attention(pred.frame.rgb, pred.extra.get("prev_rgb"), tokens[e], maps,
                                                  self.expressions[e])  # fmt: skip
@@ -255,10 +265,34 @@ class Segmenter:
             )  # fmt: skip
             if timings.frames == 0:
                 raise InputError(f"{job.source} has zero frames in the selected range")
+            skipped = self._skipped(job.info, start, end, stride, timings.frames, attention_frames, seen)
+            out.summary_writer.warnings = skipped
             summary = out.finish({**timings.as_dict(), "peak_rss_mb": round(peak_rss_mb(), 1)}, request=request)
         summary["output"] = str(job.output)
         return summary
 
+    @staticmethod
+    def _skipped(info: VideoInfo, start: int, end: int | None, stride: int, done: int,
+                 attention_frames: Sequence[int] | None, seen: dict) -> list[str]:  # fmt: skip
+        """What the run did not do that was asked or expected, one sentence each."""
+        notes = []
+        if info.num_frames is not None:
+            stop = info.num_frames if end is None else min(end, info.num_frames)
+            expected = len(range(start, stop, stride))
+            # the count of a video file is an estimate (duration x fps): one frame off is normal
+            if done < expected - (0 if info.is_folder else 1):
+                notes.append(f"decoded {done} of {expected} expected frames: the clip's data ends early "
+                             "(a cut or damaged file?)")  # fmt: skip
+        missing = sorted(set(attention_frames or ()) - seen["attention"])
+        if missing:
+            shown = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            why = f"not segmented (the run covered frames {start}..{start + (done - 1) * stride}"
+            why += f" every {stride})" if stride > 1 else ")"
+            notes.append(f"--attention-maps: frame(s) {shown} {why}; no map written for them")
+        if seen["nan_frames"]:
+            notes.append(f"the model's output was NaN on {seen['nan_frames']} of {done} frames; their masks are "
+                         "empty (check the checkpoint's weights)")  # fmt: skip
+        return notes
     def segment_live(self, source: LiveSource, output: Path, formats: Sequence[str], *, save_probs: bool = False,
                      palette: bool = False, lossless: bool = False, overwrite: bool = False,
                      max_latency: float | None = None, json_lines: IO[str] | None = None,

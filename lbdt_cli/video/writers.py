@@ -28,7 +28,7 @@ import numpy as np
 
 from lbdt_cli.errors import OutputError
 from lbdt_cli.video.draw import davis_palette, draw_overlay, label_image
-from lbdt_cli.video.ffmpeg import FFmpegWriter, h264_args
+from lbdt_cli.video.ffmpeg import FFmpegWriter, h264_args, source_look_args
 from lbdt_cli.video.info import Frame, VideoInfo
 
 __all__ = [
@@ -321,7 +321,7 @@ class MaskVideoWriter(Writer):
         for e in range(len(self.meta.expressions)):
             d = self.root / expr_dir_name(e)
             d.mkdir(parents=True, exist_ok=True)
-            args = self.meta.h264_args(info, self.lossless)
+            args = self.meta.h264_args(info, self.lossless) + source_look_args(info, colors=False)
             self.encoders.append(FFmpegWriter(d / "mask.mp4", info.width, info.height, self.meta.output_fps(info),
                                               "gray", args, own_session=self.meta.live))  # fmt: skip
 
@@ -362,7 +362,7 @@ class OverlayWriter(Writer):
             extra += ["-i", info.path]
             maps += ["-map", "1:a:0?"]
             audio = ["-c:a", "copy" if (info.audio_codec or "") in _MP4_AUDIO else "aac", "-shortest"]
-        args = meta.h264_args(info) + audio
+        args = meta.h264_args(info) + source_look_args(info) + audio
         self.encoder = FFmpegWriter(self.root / "overlay.mp4", info.width, info.height, meta.output_fps(info),
                                     "rgb24", args, extra, maps, own_session=meta.live)  # fmt: skip
 
@@ -393,6 +393,7 @@ class SummaryWriter(Writer):
         self.path = self.root / "summary.json"
         self.frame_indices: list[int] = []
         self.areas: list[list[int]] = [[] for _ in meta.expressions]
+        self.warnings: list[str] = []  # what was asked or expected but not done (frames missing, ...)
 
     def write(self, frame: Frame, probs: np.ndarray, masks: np.ndarray) -> None:
         self.frame_indices.append(frame.index)
@@ -414,6 +415,7 @@ class SummaryWriter(Writer):
             "fps_measured": (n / total) if total > 0 else None,
             "time_s": timings,
             "frame_indices": self.frame_indices,
+            "warnings": self.warnings,
             "expressions": [
                 {
                     "index": e, "folder": expr_dir_name(e), "text": text,
