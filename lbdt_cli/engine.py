@@ -156,13 +156,15 @@ class Predictor:
         (`load_checkpoint`), its text embedder made (GloVe for GloVe models), and the model moved
         to the device in inference form. `path` None means the bundled demo checkpoint.
         Under torchrun, `device="auto"` is this process's GPU."""
-        from lbdt_cli.model import load_checkpoint
+        from lbdt_cli.backends import is_export, load_model
         from lbdt_cli.model.text import TextEmbedder
         from lbdt_cli.weights import checkpoint_or_default
 
         path = checkpoint_or_default(path)
+        if is_export(path) and str(device) in ("auto", "", "None"):
+            device = "cpu"  # exported models run on the CPU
         dev = cls.check_flags(device, precision, batch_size, input_size, interval, glove)
-        model = load_checkpoint(path, map_location="cpu")
+        model = load_model(path, map_location="cpu")  # a checkpoint file, or an `lbdt export` folder
         embedder = TextEmbedder.for_model(model, glove)
         predictor = cls(model, dev, precision, batch_size, input_size, interval, embedder=embedder, **options)
         predictor.checkpoint = Path(path)
@@ -189,9 +191,19 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto", precision: str = "fp32",
                  batch_size: int = 8, input_size: int | None = None, interval: int | None = None,
                  channels_last: bool = True, fold_batchnorm: bool = True, embedder=None) -> None:  # fmt: skip
+        # An exported model (lbdt_cli.backends) runs in its own runtime on the CPU, at the precision
+        # it was exported for; the engine hands it CPU tensors through the same calls.
+        self.exported = bool(getattr(model, "exported", False))
+        if self.exported:
+            if str(device) not in ("auto", "cpu"):
+                raise LbdtError(f"--device {device}: an exported model runs on the CPU (use the checkpoint for GPUs)")
+            if precision not in ("fp32", model.precision.split("+")[-1]):
+                raise LbdtError(f"--precision {precision}: this export runs at {model.precision}; "
+                                "export again with --precision to change it")
+            device = "cpu"
         self.device = resolve_device(device)
         _check_settings(self.device, precision, batch_size, input_size, interval)
-        self.precision = precision
+        self.precision = model.precision if self.exported else precision
         self.batch_size = batch_size
         self.input_size = int(model.config.input_size if input_size is None else input_size)
         self.interval = int(model.config.interval if interval is None else interval)
@@ -200,7 +212,7 @@ class Predictor:
         # NHWC convolutions are ~25% faster with oneDNN on the CPU here, and suit tensor cores on GPUs.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model = model.eval()
-        if fold_batchnorm:
+        if fold_batchnorm and not self.exported:
             # Inference only: a folded copy skips one pass over every feature map (~5% on CPU).
             from lbdt_cli.model.batchnorm_folding import fold_batchnorm as fold
 
@@ -217,6 +229,8 @@ class Predictor:
     # ------------------------------------------------------------------ model
 
     def _autocast(self):
+        if self.exported:  # the runtime applies the export's own precision
+            return contextlib.nullcontext()
         return autocast(self.device, self.precision)
 
     def _preprocess(self, rgb: np.ndarray) -> torch.Tensor:

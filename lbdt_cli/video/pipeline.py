@@ -223,7 +223,7 @@ class Segmenter:
             source=str(job.source), expressions=self.expressions, threshold=self.threshold,
             interval=self.predictor.interval, input_size=self.predictor.input_size, checkpoint=str(self.checkpoint),
             start=start, end=end, stride=stride,
-            extra={"model": self.config_name, "device": str(self.predictor.device), "precision": self.precision,
+            extra={"model": self.config_name, "device": str(self.predictor.device), "precision": self.predictor.precision,
                    "batch_size": self.batch_size},
         )  # fmt: skip
 
