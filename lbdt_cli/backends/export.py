@@ -34,7 +34,8 @@ from lbdt_cli.backends.runtime import GRAPH_INPUTS, TEXT_FILE, ExportedModel, te
 from lbdt_cli.errors import InputError, LbdtError
 from lbdt_cli.model.lbdt import TextFeatures
 
-__all__ = ["export_model", "CalibrationSet", "calibration_set", "parity", "DEFAULT_KEEP_FP", "onnx_nodes_for"]
+__all__ = ["export_model", "CalibrationSet", "calibration_set", "parity", "DEFAULT_KEEP_FP", "onnx_nodes_for",
+           "onnx_node_modules"]
 
 EXPORT_FORMAT = "lbdt-export/1"
 MODEL_FILES = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.ts"}
@@ -158,23 +159,34 @@ def calibration_set(model: nn.Module, sources: Sequence[str], *, expressions: Se
 # ----------------------------------------------------------------------------------- int8
 
 
-def onnx_nodes_for(onnx_path: Path, patterns: Sequence[str]) -> list[str]:
-    """ONNX node names whose weights belong to a module matching one of the patterns
-    (fnmatch on module paths such as `decoder.head.*`, or a bare prefix such as `transfer`)."""
+def onnx_node_modules(onnx_path: Path) -> dict[str, str]:
+    """ONNX node name -> the module path it came from (torch's exporter records each node's module
+    scopes as metadata; nodes outside any module map to '')."""
+    import ast
+
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    params = {i.name for i in graph.initializer}
-    names = []
+    out = {}
     for node in graph.node:
-        paths = [p[2:] if p.startswith("m.") else p for p in node.input if p in params]
-        if any(_matches(p, pat) for p in paths for pat in patterns):
-            names.append(node.name)
-    return names
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "[]")
+        try:
+            scopes = ast.literal_eval(scopes)
+        except (ValueError, SyntaxError):
+            scopes = []
+        paths = [sc[2:] for sc in scopes if isinstance(sc, str) and sc.startswith("m.")]
+        out[node.name] = paths[-1] if paths else ""
+    return out
 
 
-def _matches(param: str, pattern: str) -> bool:
-    module = param.rsplit(".", 1)[0]
+def onnx_nodes_for(onnx_path: Path, patterns: Sequence[str]) -> list[str]:
+    """ONNX node names inside a module matching one of the patterns (fnmatch on module paths such
+    as `decoder.head*`, or a module path and everything under it, such as `transfer.stage4`)."""
+    return [name for name, module in onnx_node_modules(onnx_path).items()
+            if module and any(_matches(module, pat) for pat in patterns)]  # fmt: skip
+
+
+def _matches(module: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(module, pattern) or module == pattern or module.startswith(pattern + ".")
 
 

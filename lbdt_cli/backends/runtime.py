@@ -64,7 +64,7 @@ class _OpenVinoSession(_Session):
         self.request = self.compiled.create_infer_request()
         # Read back: the plugin falls back to f32 where the CPU has no bf16 support.
         got = str(self.compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
-        self.precision = "bf16" if "bf16" in got else "fp32"
+        self.precision = "bf16" if ("bf16" in got or "bfloat16" in got) else "fp32"
         self.mode = mode
 
     def __call__(self, feeds: dict) -> np.ndarray:

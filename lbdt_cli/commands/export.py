@@ -49,13 +49,13 @@ def register(app: typer.Typer) -> None:
         from lbdt_cli.backends.export import export_model
 
         keep = None if keep_fp is None else [p.strip() for p in keep_fp.split(",") if p.strip()]
-        show = not as_json
-        manifest = export_model(
-            checkpoint, fmt, output, precision=precision, int8=int8, calibrate=calibrate or (),
-            expressions=expression or (), glove=str(glove) if glove else None, keep_fp=keep,
-            calibration_samples=calibration_samples, parity_samples=parity_samples, overwrite=overwrite,
-            say=(lambda m: err_console.print(f"[dim]{m}...[/]", highlight=False)) if show else None,
-        )  # fmt: skip
+        with err_console.status("exporting...", spinner="dots") as status:  # transient: errors stay one line
+            manifest = export_model(
+                checkpoint, fmt, output, precision=precision, int8=int8, calibrate=calibrate or (),
+                expressions=expression or (), glove=str(glove) if glove else None, keep_fp=keep,
+                calibration_samples=calibration_samples, parity_samples=parity_samples, overwrite=overwrite,
+                say=lambda m: status.update(f"{m}..."),
+            )  # fmt: skip
         if as_json:
             sys.stdout.write(json.dumps(manifest, indent=1) + "\n")
             return
