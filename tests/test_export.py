@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 
 import numpy as np
 import pytest
@@ -124,8 +125,6 @@ def test_onnx_export_matches_pytorch_in_the_engine_and_segment_runs_it(run_cli, 
 
 @need_ov
 def test_openvino_fp32_asks_for_fp32_and_bf16_is_reported(run_cli, exports):
-    from lbdt_cli.backends.runtime import ExportedModel
-
     out = exports / "openvino"
     m = _export(run_cli, out, "--format", "openvino")
     assert {"model.xml", "model.bin", "text.pt"} <= {p.name for p in out.iterdir()}
@@ -135,8 +134,8 @@ def test_openvino_fp32_asks_for_fp32_and_bf16_is_reported(run_cli, exports):
     assert p["precision"] == "fp32" and p["relative_max_diff"] < 1e-4 and p["mask_iou_min"] > 0.999
 
     bf = _export(run_cli, exports / "openvino-bf16", "--format", "openvino", "--precision", "bf16")
-    cpu_bf16 = "bf16" in str(ExportedModel.load(out, precision="bf16").session.compiled.get_property(
-        "INFERENCE_PRECISION_HINT")).lower()
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    cpu_bf16 = "avx512_bf16" in flags or "amx_bf16" in flags  # where OpenVINO's CPU plugin has bf16 kernels
     assert bf["precision"] == "bf16" and bf["parity"]["precision"] == ("bf16" if cpu_bf16 else "fp32")
     assert bf["parity"]["mask_iou_mean"] > 0.98  # documented bf16 tolerance on the demo model
 
