@@ -41,11 +41,10 @@ def main() -> None:
     ap.add_argument("--json-out")
     args = ap.parse_args()
 
-    from lbdt_cli.backends import load_model
     from lbdt_cli.backends.export import export_model
     from lbdt_cli.data.shapes_folder import ShapesEval
+    from lbdt_cli.engine import Predictor
     from lbdt_cli.evaluation import evaluate_model
-    from lbdt_cli.model.text import TextEmbedder
 
     ds = ShapesEval(None, split="val", num_clips=args.val_clips)
     ds.samples = ds.samples[:: args.every]
@@ -57,10 +56,10 @@ def main() -> None:
         out = tmp / f"e{len(rows)}"
         m = export_model(args.checkpoint, args.format, out, int8=int8, keep_fp=keep,
                          calibration_samples=args.calibration_samples, parity_samples=4)  # fmt: skip
-        model = load_model(out)
-        res = evaluate_model(ds, model, TextEmbedder.for_model(model), device="cpu")
+        predictor = Predictor.from_checkpoint(out, device="cpu")
+        res = evaluate_model(ds, predictor)
         g = res.metrics["by_group"]
-        row = {"label": label, "int8": int8, "keep_fp": keep, "precision": model.precision,
+        row = {"label": label, "int8": int8, "keep_fp": keep, "precision": predictor.precision,
                "J_appearance": g["appearance"]["J"], "J_motion": g["motion"]["J"],
                "quantized_nodes_kept": (m.get("quantization") or {}).get("keep_fp_nodes"),
                "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
