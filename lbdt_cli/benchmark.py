@@ -178,7 +178,7 @@ def benchmark_segment(seg: Segmenter, job: VideoJob, formats: Sequence[str], *, 
     say = progress or (lambda _m: None)
     pred = seg.predictor
     select = (lambda f: (f.index - start) % stride == 0) if stride > 1 else None
-    naive_pred = Predictor.from_checkpoint(_baseline_checkpoint(seg.checkpoint), device=pred.device,
+    naive_pred = Predictor.from_checkpoint(_baseline_checkpoint(seg.checkpoint), glove=seg.glove, device=pred.device,
                                            precision="fp32", batch_size=1, input_size=pred.input_size,
                                            interval=pred.interval, channels_last=False,
                                            fold_batchnorm=False)  # the model as built
