@@ -306,7 +306,7 @@ def export_model(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike
                  parity_samples: int = 16, overwrite: bool = False, say: Callable[[str], None] | None = None) -> dict:  # fmt: skip
     """Write the export folder `out` atomically; returns its manifest (parity report included)."""
     from lbdt_cli.model import load_checkpoint
-    from lbdt_cli.model.fusion import fold_batchnorm
+    from lbdt_cli.model.batchnorm_folding import fold_batchnorm
     from lbdt_cli.utils.atomic import atomic_dir, check_writable_output
 
     say = say or (lambda _m: None)
