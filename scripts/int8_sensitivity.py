@@ -42,7 +42,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from lbdt_cli.backends.export import export_model
-    from lbdt_cli.data.shapes_folder import ShapesEval
+    from lbdt_cli.data.shapes_reader import ShapesEval
     from lbdt_cli.engine import Predictor
     from lbdt_cli.evaluation import evaluate_model
 

@@ -51,7 +51,7 @@ def _export(run_cli, out, *args):
 
 
 def _frames(n=10, seed=1_000_003):
-    from lbdt_cli.data import shapes
+    from lbdt_cli.data import shapes_generator as shapes
 
     clip = shapes.generate_clip(seed, size=128, num_frames=n)
     return clip
@@ -99,7 +99,7 @@ def test_onnx_export_matches_pytorch_in_the_engine_and_segment_runs_it(run_cli, 
     assert ref.max() > 0.5 and _mask_iou(got, ref) > 0.999
 
     # `lbdt segment --checkpoint OUT` on a real clip, and the run records what ran.
-    from lbdt_cli.data.shapes import write_shapes
+    from lbdt_cli.data.shapes_generator import write_shapes
 
     write_shapes(tmp_path / "shapes", 1, seed=1_000_003, size=64, frames=8)
     video = next((tmp_path / "shapes").glob("*.mp4"))

@@ -80,7 +80,7 @@ class CalibrationSet:
 
 def _shapes_pairs(root: str | None, split: str, num_clips: int, interval: int, limit: int):
     """(frame, previous frame, expression) triples from shapes clips, spread over frames and clips."""
-    from lbdt_cli.data.shapes_folder import ShapesEval
+    from lbdt_cli.data.shapes_reader import ShapesEval
 
     ds = ShapesEval(root, split=split, interval=interval, num_clips=num_clips)
     samples = ds.samples
