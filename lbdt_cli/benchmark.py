@@ -90,9 +90,11 @@ def peak_rate(device: str | torch.device = "cpu", precision: str = "fp32", repea
 
 def measure_speed(model, size: int, device: str = "auto", batch_sizes=(1, 4), precision: str = "fp32",
                   channels_last: bool = False, compile: bool = False, fold_bn: bool = True, warmup: int = 2,
-                  repeats: int = 3) -> list[SpeedResult]:
+                  repeats: int = 3, backends: Sequence = ()) -> list[SpeedResult]:
     """Frames per second of the forward pass: a naive baseline (batch 1, fp32, eager, text
-    encoded per frame) first, then the tuned path (text encoded once, batched, chosen precision)."""
+    encoded per frame) first, then the tuned path (text encoded once, batched, chosen precision),
+    then each exported model of `backends` (`lbdt_cli.backends.runtime.ExportedModel`, CPU) on
+    the same inputs."""
     dev = resolve_device(device)
     precision_dtype(precision)  # an unknown name fails before any timing
     model = model.eval().to(dev)
@@ -126,6 +128,14 @@ def measure_speed(model, size: int, device: str = "auto", batch_sizes=(1, 4), pr
             results.append(SpeedResult(label, batch, t))
         if channels_last and not fold_bn:
             model.to(memory_format=torch.contiguous_format)
+        for exported in backends:
+            for batch in batch_sizes:
+                image, diff, words, mask = (x.cpu() for x in example_inputs(model, batch, size, dev))
+                text = exported.encode_text(words[:1], mask[:1]).index([0] * batch)
+                t = _median_time(lambda: exported.forward_with_text(image, diff, text), torch.device("cpu"),
+                                 warmup, repeats)  # fmt: skip
+                results.append(SpeedResult(f"{exported.backend_name} ({Path(exported.folder).name}), batch {batch}",
+                                           batch, t))  # fmt: skip
     return results
 
 
@@ -155,9 +165,25 @@ def _child_env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
+def _baseline_checkpoint(checkpoint) -> Path:
+    """The PyTorch checkpoint the naive loop runs: the checkpoint itself, or the one an export came from."""
+    from lbdt_cli.backends import MANIFEST, is_export
+
+    if not is_export(checkpoint):
+        return Path(checkpoint)
+    import json
+
+    src = json.loads((Path(checkpoint) / MANIFEST).read_text()).get("provenance", {}).get("exported_from")
+    if not src or not Path(src).is_file():
+        raise LbdtError(f"--benchmark needs the PyTorch checkpoint {checkpoint} was exported from for the naive "
+                        f"baseline ({src or 'not recorded'}); pass it as --checkpoint and the export as --backends")
+    return Path(src)
+
+
 def benchmark_segment(seg: Segmenter, job: VideoJob, formats: Sequence[str], *, start: int = 0,
                       end: int | None = None, stride: int = 1, rounds: int = 1,
-                      progress: Callable[[str], None] | None = None) -> dict:  # fmt: skip
+                      progress: Callable[[str], None] | None = None,
+                      backends: Sequence[Segmenter] = ()) -> dict:  # fmt: skip
     """End-to-end, model-only and naive per-frame loop fps on the same clip. Reports, never asserts.
 
     - end-to-end: the real pipeline (threads, batching, writers into a temporary folder).
@@ -167,8 +193,11 @@ def benchmark_segment(seg: Segmenter, job: VideoJob, formats: Sequence[str], *, 
     - whole command: `lbdt segment` with the same settings in a fresh process, timed from its
       launch to its exit (start-up included); its summary.json gives the time to first mask.
 
-    With several `rounds` the three runs take turns going first (a shared machine's speed
-    drifts) and each run's median time is reported.
+    - each of `backends` (Segmenters over exported models, `--backends`): its end-to-end run
+      and its model-only run, the same way.
+
+    With several `rounds` the runs take turns going first (a shared machine's speed drifts) and
+    each run's median time is reported.
     """
     from lbdt_cli.engine import Predictor
     from lbdt_cli.model.preprocess import previous_frame_index
@@ -181,33 +210,34 @@ def benchmark_segment(seg: Segmenter, job: VideoJob, formats: Sequence[str], *, 
     say = progress or (lambda _m: None)
     pred = seg.predictor
     select = (lambda f: (f.index - start) % stride == 0) if stride > 1 else None
-    naive_pred = Predictor.from_checkpoint(seg.checkpoint, glove=seg.glove, device=pred.device, precision="fp32",
-                                           batch_size=1, input_size=pred.input_size, interval=pred.interval,
-                                           channels_last=False, fold_batchnorm=False)  # the model as built
+    naive_pred = Predictor.from_checkpoint(_baseline_checkpoint(seg.checkpoint), glove=seg.glove, device=pred.device,
+                                           precision="fp32", batch_size=1, input_size=pred.input_size,
+                                           interval=pred.interval, channels_last=False,
+                                           fold_batchnorm=False)  # the model as built
     naive_model = naive_pred.model
     meta = seg.meta_for(job, start, end, stride)
     with tempfile.TemporaryDirectory(prefix="lbdt-bench-") as tmp:
         say("warm-up")
         frames = list(iter_frames(job.source, start, end, 1, info=job.info))
-        for _ in pred.predict_stream(frames[: min(len(frames), 2)], seg.text):
-            pass
+        for s in (seg, *backends):
+            for _ in s.predictor.predict_stream(frames[: min(len(frames), 2 * s.batch_size)], s.text):
+                pass
         naive_pred.predict_pairs([frames[0].rgb], [frames[0].rgb], [0], seg.text)
         counts: dict[str, int] = {}
         summaries: list[dict] = []
         samples: dict[str, list[float]] = {"end_to_end": [], "model_only": [], "naive": []}
         peaks: list[float] = []
 
-        def end_to_end() -> float:
+        def end_to_end(s=seg, key="end_to_end") -> float:
             bench_job = VideoJob(job.source, Path(tmp) / f"e2e{len(summaries)}", job.info)
             t0 = time.perf_counter()
-            summaries.append(seg.segment(bench_job, formats, start=start, end=end, stride=stride))
-            counts["end_to_end"] = summaries[-1]["frames"]
+            summaries.append(s.segment(bench_job, formats, start=start, end=end, stride=stride))
+            counts[key] = summaries[-1]["frames"]
             return time.perf_counter() - t0
 
-        def model_only() -> float:
+        def model_only(s=seg, key="model_only") -> float:
             t0 = time.perf_counter()
-            counts["model_only"] = sum(
-                1 for _ in pred.predict_stream(frames, seg.text, select=select, first_index=start))
+            counts[key] = sum(1 for _ in s.predictor.predict_stream(frames, s.text, select=select, first_index=start))
             return time.perf_counter() - t0
 
         def naive() -> float:
@@ -253,14 +283,20 @@ def benchmark_segment(seg: Segmenter, job: VideoJob, formats: Sequence[str], *, 
                 "naive": (naive, "naive per-frame loop"),
                 "whole_command": (whole_command, "the whole command in a fresh process")}  # fmt: skip
         samples["whole_command"] = []
+        for i, b in enumerate(backends):
+            name = b.predictor.model.backend_name
+            runs[f"b{i}_end_to_end"] = (lambda b=b, i=i: end_to_end(b, f"b{i}_end_to_end"), f"{name} end-to-end")
+            runs[f"b{i}_model_only"] = (lambda b=b, i=i: model_only(b, f"b{i}_model_only"), f"{name} model only")
+            samples[f"b{i}_end_to_end"], samples[f"b{i}_model_only"] = [], []
         order = list(runs)
         for r in range(rounds):
-            for name in order[r % len(order):] + order[: r % len(order)]:
+            k = r % len(order)
+            for name in order[k:] + order[:k]:
                 fn, label = runs[name]
                 say(label + (f" (round {r + 1}/{rounds})" if rounds > 1 else ""))
                 samples[name].append(fn())
             say("device peak" + (f" (round {r + 1}/{rounds})" if rounds > 1 else ""))
-            peaks.append(peak_rate(pred.device, pred.precision))
+            peaks.append(peak_rate(pred.device, seg.precision))
         del frames
         gflop = frame_gflop(naive_model, pred.input_size, len(seg.expressions))
     del naive_pred, naive_model
@@ -294,6 +330,22 @@ def benchmark_segment(seg: Segmenter, job: VideoJob, formats: Sequence[str], *, 
         "time_to_first_mask_s": statistics.median(c["time_to_first_mask_s"] for c in cold),
         "time_to_first_mask_by_round": [c["time_to_first_mask_s"] for c in cold],
         "startup_phases_s": cold[-1].get("phases_s", {}),
+        "backends": [_backend_row(b, i, counts, samples, med, fps) for i, b in enumerate(backends)],
+    }  # fmt: skip
+
+
+def _backend_row(b: Segmenter, i: int, counts: dict, samples: dict, med: dict, fps: dict) -> dict:
+    e2e, mo = f"b{i}_end_to_end", f"b{i}_model_only"
+    model = b.predictor.model
+    return {
+        "checkpoint": str(b.checkpoint), "backend": model.backend_name, "format": model.format,
+        "precision": model.precision, "batch_size": b.batch_size,
+        "end_to_end_fps": fps[e2e], "model_only_fps": fps[mo], "end_to_end_s": med[e2e], "model_only_s": med[mo],
+        "samples_s": {"end_to_end": [round(t, 3) for t in samples[e2e]],
+                      "model_only": [round(t, 3) for t in samples[mo]]},
+        "speedup_vs_naive": fps[e2e] / fps["naive"],
+        "speedup_by_round": [round(counts[e2e] / e / (counts["naive"] / n), 3)
+                             for e, n in zip(samples[e2e], samples["naive"])],
     }  # fmt: skip
 
 

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from lbdt_cli import __version__
-from lbdt_cli.commands import benchmark, make_shapes, segment, train
+from lbdt_cli.commands import benchmark, export, make_shapes, segment, train
 from lbdt_cli.commands import eval as eval_command
 from lbdt_cli.errors import LbdtError
 from lbdt_cli.utils.terminal import markup_safe
@@ -53,6 +53,7 @@ eval_command.register(app)  # lbdt eval
 train.register(app)  # lbdt train
 benchmark.register(app)  # lbdt benchmark-flops
 make_shapes.register(app)  # lbdt make-shapes
+export.register(app)  # lbdt export
 
 
 class Terminated(BaseException):

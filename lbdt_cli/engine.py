@@ -157,27 +157,33 @@ class Predictor:
         (`read_checkpoint`, `model_from_checkpoint`), its text embedder made (GloVe for GloVe models), and the model moved
         to the device in inference form. `path` None means the bundled demo checkpoint.
         Under torchrun, `device="auto"` is this process's GPU."""
-        from lbdt_cli.model.checkpoint import model_from_checkpoint, read_checkpoint
+        from lbdt_cli.backends import is_export, load_model
         from lbdt_cli.model.batchnorm_folding import fold_batchnorm
+        from lbdt_cli.model.checkpoint import model_from_checkpoint, read_checkpoint
         from lbdt_cli.model.text import TextEmbedder
         from lbdt_cli.weights import checkpoint_or_default
 
         path = checkpoint_or_default(path)
-        dev = resolve_device(device, dist_env())
-        _check_settings(dev, precision, batch_size, input_size, interval)
-        if glove is not None and not Path(glove).is_file():
-            raise InputError(f"GloVe file not found: {glove}")
+        exported = is_export(path)
+        if exported and str(device) in ("auto", "", "None"):
+            device = "cpu"  # exported models run on the CPU
+        dev = cls.check_flags(device, precision, batch_size, input_size, interval, glove)
         mark("ready_to_load")
-        # Start-up is most of a short clip's run: the file is memory-mapped, the module built
-        # around its tensors without random initialisation, BatchNorm folded in place (this
-        # model is ours alone).
-        ckpt = read_checkpoint(path, map_location="cpu", mmap=True)
-        mark("checkpoint_read")
-        model = model_from_checkpoint(ckpt, source=str(path), skip_init=True)
-        del ckpt
-        if options.pop("fold_batchnorm", True):  # in the engine's layout, so moving it costs no copy
-            layout = torch.channels_last if options.get("channels_last", True) else torch.contiguous_format
-            fold_batchnorm(model, inplace=True, memory_format=layout)
+        fold = options.pop("fold_batchnorm", True)
+        if exported:
+            model = load_model(path, map_location="cpu")  # an `lbdt export` folder
+            mark("checkpoint_read")
+        else:
+            # Start-up is most of a short clip's run: the file is memory-mapped, the module built
+            # around its tensors without random initialisation, BatchNorm folded in place (this
+            # model is ours alone).
+            ckpt = read_checkpoint(path, map_location="cpu", mmap=True)
+            mark("checkpoint_read")
+            model = model_from_checkpoint(ckpt, source=str(path), skip_init=True)
+            del ckpt
+            if fold:  # in the engine's layout, so moving it costs no copy
+                layout = torch.channels_last if options.get("channels_last", True) else torch.contiguous_format
+                fold_batchnorm(model, inplace=True, memory_format=layout)
         mark("model_built")
         embedder = TextEmbedder.for_model(model, glove)
         predictor = cls(model, dev, precision, batch_size, input_size, interval, embedder=embedder,
@@ -186,12 +192,40 @@ class Predictor:
         mark("model_on_device")
         return predictor
 
+    @staticmethod
+    def check_flags(device: str | torch.device = "auto", precision: str = "fp32", batch_size: int = 8,
+                    input_size: int | None = None, interval: int | None = None,
+                    glove: str | os.PathLike | None = None) -> torch.device:  # fmt: skip
+        """Every inference flag, checked without loading anything (commands call it before their
+        output checks too); returns the device. LbdtError / InputError for a bad one."""
+        dev = resolve_device(device, dist_env())
+        _check_settings(dev, precision, batch_size, input_size, interval)
+        if glove is not None and not Path(glove).is_file():
+            raise InputError(f"GloVe file not found: {glove}")
+        return dev
+
+    def non_finite_weights(self) -> int:
+        """How many weights and buffers of the model are NaN or infinite (0 for a sound checkpoint)."""
+        with torch.no_grad():
+            tensors = list(self.model.parameters()) + list(self.model.buffers())
+            return int(sum((~torch.isfinite(t)).sum().item() for t in tensors if t.is_floating_point()))
+
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "auto", precision: str = "fp32",
                  batch_size: int = 8, input_size: int | None = None, interval: int | None = None,
                  channels_last: bool = True, fold_batchnorm: bool = True, embedder=None) -> None:  # fmt: skip
+        # An exported model (lbdt_cli.backends) runs in its own runtime on the CPU, at the precision
+        # it was exported for; the engine hands it CPU tensors through the same calls.
+        self.exported = bool(getattr(model, "exported", False))
+        if self.exported:
+            if str(device) not in ("auto", "cpu"):
+                raise LbdtError(f"--device {device}: an exported model runs on the CPU (use the checkpoint for GPUs)")
+            if precision not in ("fp32", model.precision.split("+")[-1]):
+                raise LbdtError(f"--precision {precision}: this export runs at {model.precision}; "
+                                "export again with --precision to change it")
+            device = "cpu"
         self.device = resolve_device(device)
         _check_settings(self.device, precision, batch_size, input_size, interval)
-        self.precision = precision
+        self.precision = model.precision if self.exported else precision
         self.batch_size = batch_size
         self.input_size = int(model.config.input_size if input_size is None else input_size)
         self.interval = int(model.config.interval if interval is None else interval)
@@ -200,7 +234,7 @@ class Predictor:
         # NHWC convolutions are ~25% faster with oneDNN on the CPU here, and suit tensor cores on GPUs.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model = model.eval()
-        if fold_batchnorm:
+        if fold_batchnorm and not self.exported:
             # Inference only: a folded copy skips one pass over every feature map (~5% on CPU).
             from lbdt_cli.model.batchnorm_folding import fold_batchnorm as fold
 
@@ -217,6 +251,8 @@ class Predictor:
     # ------------------------------------------------------------------ model
 
     def _autocast(self):
+        if self.exported:  # the runtime applies the export's own precision
+            return contextlib.nullcontext()
         return autocast(self.device, self.precision)
 
     def _preprocess(self, rgb: np.ndarray) -> torch.Tensor:

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lbdt_cli.errors import LbdtError
+from lbdt_cli.errors import CheckpointError, LbdtError
 
 # Paper Table 8 (GFLOPs at 2×320×320, FPS on a GTX 1080Ti, batch 1).
 PAPER = {"lbdt1": {"gflops": 32.51, "fps_1080ti": 19.2}, "lbdt4": {"gflops": 38.03, "fps_1080ti": 12.5}}
@@ -32,6 +32,8 @@ def register(app: typer.Typer) -> None:
                                      help="Fold BatchNorm into the convolutions for the tuned runs (as segment does)."),
         repeats: int = typer.Option(3, help="Timed repeats per setting (the median is reported)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+        backends: str = typer.Option(None, "--backends", help="With --speed: comma list of export folders "
+                                     "(`lbdt export` of the same model) timed on the same inputs."),
     ) -> None:
         """FLOPs (multiply-adds, fvcore's convention), parameters and measured speed."""
         from lbdt_cli.benchmark import measure_speed, peak_rate
@@ -51,6 +53,14 @@ def register(app: typer.Typer) -> None:
             raise LbdtError(f"--batch-sizes must be a comma list of integers, got {batch_sizes!r}") from None
         if not sizes or min(sizes) < 1:
             raise LbdtError("--batch-sizes needs positive integers")
+        backend_dirs = [b.strip() for b in (backends or "").split(",") if b.strip()]
+        if backend_dirs and not speed:
+            raise LbdtError("--backends goes with --speed")
+        from lbdt_cli.backends import is_export
+
+        for b in backend_dirs:
+            if not is_export(b):
+                raise CheckpointError(f"--backends {b}: not an export folder (no export.json; see lbdt export)")
         net = load_checkpoint(checkpoint) if checkpoint else build_model(model)
         size = size or net.config.input_size
         if size % 32 or size < 32:
@@ -65,8 +75,15 @@ def register(app: typer.Typer) -> None:
             result["relative_to_paper"] = round(report.gmacs / ref["gflops"] - 1, 5)
         speed_rows = []
         if speed:
+            from lbdt_cli.backends.runtime import ExportedModel
+
+            exported = [ExportedModel.load(b) for b in backend_dirs]
+            for b, e in zip(backend_dirs, exported):
+                if e.config.input_size != size or e.config.name != net.config.name:
+                    raise CheckpointError(f"--backends {b}: exported from another model or size "
+                                          f"({e.config.name} @ {e.config.input_size})")
             speed_rows = measure_speed(net, size, run_device, sizes, precision, channels_last, compile,
-                                       fold_bn=fold_bn, repeats=repeats)
+                                       fold_bn=fold_bn, repeats=repeats, backends=exported)
             base = speed_rows[0].fps
             gflop_per_pair = 2 * report.gmacs / (frames // 2)
             peak = peak_rate(run_device, precision)

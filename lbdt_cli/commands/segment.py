@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from lbdt_cli.errors import SOME_FAILED_EXIT, InputError, LbdtError
+from lbdt_cli.errors import SOME_FAILED_EXIT, CheckpointError, InputError, LbdtError
 from lbdt_cli.utils.terminal import markup_safe, printable
 
 console = Console()
@@ -105,6 +105,8 @@ def register(app: typer.Typer) -> None:
             "sources: skip frames when the model falls behind, keeping arrival-to-mask latency under this."),
         reconnect: float = typer.Option(0.0, "--reconnect", metavar="SECONDS", help="Live network sources: "
             "when the stream drops, try again (with back-off) for this long before finishing."),
+        backends: Optional[str] = typer.Option(None, "--backends", help="With --benchmark: comma list of "
+            "export folders (`lbdt export`) to time beside the PyTorch runs, in the same rounds."),
     ) -> None:  # fmt: skip
         """Segment the object each expression describes in every frame of each clip.
 
@@ -119,7 +121,8 @@ def register(app: typer.Typer) -> None:
 
         mark("command_started")  # interpreter, CLI modules, argument parsing
         from lbdt_cli.video.pipeline import (
-            VideoJob, check_expressions, check_selection, plan_outputs, resolve_inputs, split_inputs_and_expressions,
+            Segmenter, VideoJob, check_expressions, check_flags, check_selection,
+            plan_outputs, resolve_inputs, split_inputs_and_expressions,
         )  # fmt: skip
         from lbdt_cli.runtime import dist_env, shard
         from lbdt_cli.weights import checkpoint_or_default
@@ -135,7 +138,16 @@ def register(app: typer.Typer) -> None:
         fmt = parse_formats(formats)
         if benchmark_rounds < 1:
             raise LbdtError(f"--benchmark-rounds must be >= 1, got {benchmark_rounds}")
+        backend_dirs = [b.strip() for b in (backends or "").split(",") if b.strip()]
+        if backend_dirs and not benchmark:
+            raise LbdtError("--backends goes with --benchmark (to run an export, pass it as --checkpoint)")
+        from lbdt_cli.backends import is_export
+
+        for b in backend_dirs:
+            if not is_export(b):
+                raise CheckpointError(f"--backends {b}: not an export folder (no export.json; see lbdt export)")
         frame_list = _parse_frame_list(attention_maps)
+        check_flags(device, precision, batch_size, size, interval, threshold, glove, start, end, stride)
         inputs, expressions = split_inputs_and_expressions(args, expression or ())
         expressions = check_expressions(expressions)
         if as_json and json_lines:
@@ -193,7 +205,8 @@ def register(app: typer.Typer) -> None:
                               highlight=False)  # fmt: skip
 
         seg, warnings = _load(checkpoint, glove, device, precision, batch_size, size, interval, threshold,
-                              expressions, show, glove_progress=show and rank == 0)  # fmt: skip
+                              expressions, show, glove_progress=show and rank == 0,
+                              attention=bool(frame_list))  # fmt: skip
         if show:
             err_console.print(
                 f"model [bold]{markup_safe(seg.config_name)}[/] on {seg.predictor.device} ({precision}), input "
@@ -205,9 +218,15 @@ def register(app: typer.Typer) -> None:
                 return
             from lbdt_cli.benchmark import benchmark_segment
 
+            with err_console.status("loading backends...", spinner="dots") if show and backend_dirs else _Null():
+                others = [Segmenter(b, glove, "cpu", "fp32", batch_size, size, interval, threshold)
+                          for b in backend_dirs]  # fmt: skip
+                for other in others:
+                    other.set_expressions(expressions)
             result = benchmark_segment(seg, job_for(*todo[0][:2]), fmt, start=start, end=end, stride=stride,
                                        rounds=benchmark_rounds,
-                                       progress=(lambda m: err_console.print(f"[dim]benchmark: {m}[/]")) if show else None)
+                                       progress=(lambda m: err_console.print(f"[dim]benchmark: {m}[/]")) if show else None,
+                                       backends=others)  # fmt: skip
             _print_benchmark(result, as_json, quiet)
             return
 
@@ -230,6 +249,10 @@ def register(app: typer.Typer) -> None:
                                       highlight=False, soft_wrap=True)  # fmt: skip
                 continue
             results.append(summary)
+            if not (as_json or json_lines):
+                for w in summary.get("warnings", []):
+                    err_console.print(f"[yellow]warning:[/] {markup_safe(job.source.name)}: {markup_safe(w)}",
+                                      highlight=False, soft_wrap=True)  # fmt: skip
             if quiet and not (as_json or json_lines):
                 console.print(markup_safe(job.output), highlight=False, soft_wrap=True)
             elif show:
@@ -295,7 +318,7 @@ def _print_failures(failures: list, path: Path, total: int) -> None:
 
 
 def _load(checkpoint, glove, device, precision, batch_size, size, interval, threshold, expressions, show,
-          glove_progress: bool | None = None):  # fmt: skip
+          glove_progress: bool | None = None, attention: bool = False):  # fmt: skip
     from lbdt_cli.commands._glove import prepare_glove
     from lbdt_cli.utils.startup import mark
     from lbdt_cli.video.pipeline import Segmenter
@@ -305,7 +328,10 @@ def _load(checkpoint, glove, device, precision, batch_size, size, interval, thre
     mark("glove_checked")
     with err_console.status("loading model...", spinner="dots") if show else _Null():
         seg = Segmenter(checkpoint, glove, device, precision, batch_size, size, interval, threshold)
-        warnings = seg.set_expressions(expressions)
+        if attention and seg.predictor.exported:
+            raise LbdtError("--attention-maps needs the PyTorch checkpoint: an exported model returns logits only")
+        seg.set_expressions(expressions)
+        warnings = seg.warnings  # the checkpoint's (NaN weights) and the expressions'
     for w in warnings:
         err_console.print(f"[yellow]warning:[/] {markup_safe(w)}", highlight=False, soft_wrap=True)
     return seg, warnings
@@ -406,7 +432,8 @@ def _print_live_benchmark(r: dict, as_json: bool) -> None:
 
 
 def _brief(summary: dict) -> dict:
-    keys = ("source", "output", "frames", "width", "height", "source_fps", "fps_measured", "time_s", "model")
+    keys = ("source", "output", "frames", "width", "height", "source_fps", "fps_measured", "time_s", "model",
+            "warnings")
     out = {k: summary.get(k) for k in keys}
     if summary.get("live"):
         for k in ("ended", "ended_detail", "frames_received", "skipped_frames", "reconnects", "latency_s"):
@@ -433,6 +460,10 @@ def _print_benchmark(r: dict, as_json: bool, quiet: bool) -> None:
         ("model only (same batches, frames in memory)", r["model_only_fps"]),
         ("naive per-frame loop (batch 1, fp32, no overlap)", naive),
     ]
+    for b in r.get("backends", ()):
+        rows.insert(-1, (f"{b['backend']} end-to-end (batch {b['batch_size']}, {Path(b['checkpoint']).name})",
+                         b["end_to_end_fps"]))
+        rows.insert(-1, (f"{b['backend']} model only", b["model_only_fps"]))
     for name, fps in rows:
         table.add_row(name, f"{fps:.2f}", f"{1 / fps:.3f}", f"{fps / naive:.2f}x")
     console.print(table)
@@ -444,6 +475,9 @@ def _print_benchmark(r: dict, as_json: bool, quiet: bool) -> None:
             console.print("per round: speed-up over naive " + ", ".join(f"{x:.2f}x" for x in r["speedup_by_round"])
                           + "; pipeline cost " + ", ".join(f"{100 * x:+.1f}%" for x in r["overhead_by_round"]),
                           highlight=False)  # fmt: skip
+            for b in r.get("backends", ()):
+                console.print(f"per round: {b['backend']} end-to-end speed-up over naive "
+                              + ", ".join(f"{x:.2f}x" for x in b["speedup_by_round"]), highlight=False)
         naive_s = r["frames"] / naive
         console.print(f"whole command in a fresh process, start-up included: {r['whole_command_s']:.2f} s for "
                       f"{r['frames']} frames, first mask {r['time_to_first_mask_s']:.2f} s after launch; naive loop "

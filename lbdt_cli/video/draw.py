@@ -53,16 +53,45 @@ def draw_overlay(rgb: np.ndarray, masks: np.ndarray, expressions: Sequence[str],
             out[sel] = (out[sel] * (1 - alpha) + color * alpha).astype(np.uint8)
             contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(out, contours, -1, tuple(int(c) for c in color), max(1, round(min(H, W) / 200)))
-    scale = max(0.3, min(H, W) / 720)
-    thick = max(1, round(scale * 2))
-    y = 0
-    for e, text in enumerate(expressions):
-        label = f"{e}: {text}"
-        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        y += th + base + 4
-        cv2.rectangle(out, (0, y - th - base - 2), (tw + 8, y + 2), (0, 0, 0), -1)
-        cv2.putText(out, label, (4, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, COLORS[e % len(COLORS)], thick, cv2.LINE_AA)
+    _draw_legend(out, expressions)
     return out
+
+
+def _draw_legend(out: np.ndarray, expressions: Sequence[str]) -> None:
+    """`0: <expression>` lines in the top-left corner, kept to at most a third of the frame's height
+    and 60% of its width: long texts are cut with "...", and lines that do not fit become "+N more"
+    (a small frame with many expressions stays visible). Nothing on a frame too small for one line."""
+    import cv2
+
+    H, W = out.shape[:2]
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, max(0.3, min(H, W) / 720)
+    thick = max(1, round(scale * 2))
+    (_, th), base = cv2.getTextSize("0: Ag", font, scale, thick)
+    line_h = th + base + 4
+    room = int(H / 3) // line_h
+    if room < 1:
+        return
+    lines = [(e, f"{e}: {text}") for e, text in enumerate(expressions)]
+    if len(lines) > room:
+        lines = lines[: room - 1] + [(None, f"+{len(expressions) - room + 1} more")]
+    y = 0
+    for e, label in lines:
+        label = _fit(label, W * 0.6 - 8, font, scale, thick)
+        (tw, _), _ = cv2.getTextSize(label, font, scale, thick)
+        y += line_h
+        cv2.rectangle(out, (0, y - line_h + 2), (tw + 8, y + 2), (0, 0, 0), -1)
+        color = COLORS[e % len(COLORS)] if e is not None else (255, 255, 255)
+        cv2.putText(out, label, (4, y - base), font, scale, color, thick, cv2.LINE_AA)
+
+
+def _fit(label: str, width: float, font, scale: float, thick: int) -> str:
+    import cv2
+
+    if cv2.getTextSize(label, font, scale, thick)[0][0] <= width:
+        return label
+    while len(label) > 4 and cv2.getTextSize(label + "...", font, scale, thick)[0][0] > width:
+        label = label[:-1]
+    return label + "..."
 
 
 def render_attention(rgb: np.ndarray, prev_rgb: np.ndarray | None, tokens: Sequence[str], maps: dict,

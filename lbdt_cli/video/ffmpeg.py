@@ -15,6 +15,7 @@ import collections
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -97,17 +98,77 @@ def _parse_banner(path: Path, text: str) -> VideoInfo:
             r = _ROTATION.search(follow)
             if r:
                 rotation = float(r.group(1))
-        video = (desc.split(None, 1)[0].rstrip(","), int(size.group(1)), int(size.group(2)), fps, rotation)
+        video = (desc.split(None, 1)[0].rstrip(","), int(size.group(1)), int(size.group(2)), fps, rotation,
+                 _sar(desc), _color(desc))  # fmt: skip
     if video is None:
         raise InputError(f"{path} has no video stream")
-    codec, w, h, fps, rotation = video
+    codec, w, h, fps, rotation, sar, color = video
     rot = int(round(rotation)) % 360
     if rot in (90, 270):  # ffmpeg autorotates while decoding, so frames come out transposed
         w, h = h, w
+        sar = sar and (sar[1], sar[0])
     if fps <= 0 or fps > 1000:
         fps = DEFAULT_FOLDER_FPS
     num_frames = int(round(duration * fps)) if duration else None
-    return VideoInfo(str(path), w, h, fps, num_frames, duration, rot, has_audio, codec, audio_codec=audio_codec)
+    return VideoInfo(str(path), w, h, fps, num_frames, duration, rot, has_audio, codec, audio_codec=audio_codec,
+                     sar=sar, color=color)  # fmt: skip
+
+
+_SAR = re.compile(r"\[SAR (\d+):(\d+) DAR")
+_PIXFMT_PROPS = re.compile(r"^\S+ .*?, ?[a-z0-9_]+\(([^)]*)\)")
+_COLOR_NAMES = {"bt709", "bt470bg", "smpte170m", "bt2020nc", "bt2020ncl", "smpte240m", "fcc", "bt601", "gbr"}
+
+
+def _sar(desc: str) -> tuple[int, int] | None:
+    m = _SAR.search(desc)
+    if not m or int(m.group(2)) == 0 or int(m.group(1)) in (0, int(m.group(2))):
+        return None  # square pixels, or none declared
+    return int(m.group(1)), int(m.group(2))
+
+
+def _color(desc: str) -> dict | None:
+    """`yuv420p(tv, bt709/bt709/bt709, progressive)` or `yuv420p(tv, bt709, progressive)` -> names."""
+    m = _PIXFMT_PROPS.search(desc)
+    if not m:
+        return None
+    out = {}
+    for token in (t.strip() for t in m.group(1).split(",")):
+        if token in ("tv", "pc"):
+            out["range"] = token
+        elif "/" in token:
+            for key, value in zip(("space", "primaries", "trc"), token.split("/")):
+                if value != "unknown" and value != "reserved":
+                    out[key] = value
+        elif token in _COLOR_NAMES:
+            out.update(space=token, primaries=token, trc=token)
+    return out or None
+
+
+# swscale's names for the RGB -> YUV matrix of a colour space
+_MATRIX = {"bt709": "bt709", "bt470bg": "bt601", "smpte170m": "smpte170m", "smpte240m": "smpte240m",
+           "fcc": "fcc", "bt2020nc": "bt2020", "bt2020ncl": "bt2020"}
+
+
+def source_look_args(info: VideoInfo, colors: bool = True) -> list[str]:
+    """Output options that keep the source's pixel aspect ratio and declared colours in an H.264
+    video encoded from rgb24 frames: setsar, the matching RGB -> YUV matrix and range, and the
+    colour tags (a player then shows the frames as the source was shown)."""
+    filters, args = [], []
+    color = (info.color or {}) if colors else {}  # masks are not colour pictures: only the pixel shape
+    matrix = _MATRIX.get(color.get("space", ""))
+    if matrix or color.get("range"):
+        opts = ([f"out_color_matrix={matrix}"] if matrix else []) + (
+            [f"out_range={color['range']}"] if color.get("range") else [])
+        filters.append("scale=" + ":".join(opts))
+    if info.sar:
+        filters.append(f"setsar={info.sar[0]}/{info.sar[1]}")
+    if filters:
+        args += ["-vf", ",".join(filters)]
+    for key, flag in (("space", "-colorspace"), ("primaries", "-color_primaries"), ("trc", "-color_trc"),
+                      ("range", "-color_range")):
+        if color.get(key) and (key != "space" or matrix):
+            args += [flag, color[key]]
+    return args
 
 
 def ffmpeg_error(text: str) -> str:
@@ -239,7 +300,12 @@ class FFmpegWriter:
         self.proc.wait()
         self._log.seek(0)
         lines = [ln for ln in self._log.read().decode("utf-8", "replace").splitlines() if ln.strip()]
-        return lines[-1].strip() if lines else f"exit code {self.proc.returncode}"
+        code = self.proc.returncode
+        if code is not None and code < 0 and -code == getattr(signal, "SIGXFSZ", 0):
+            return "File too large (the file size limit was reached)"
+        if lines:
+            return lines[-1].strip()
+        return f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
 
     def close(self) -> None:
         try:

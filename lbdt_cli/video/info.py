@@ -31,3 +31,5 @@ class VideoInfo:
     codec: str  # "h264", "vp9", ... or "images" for a frame folder
     is_folder: bool = False
     audio_codec: str | None = None
+    sar: tuple[int, int] | None = None  # sample (pixel) aspect ratio when not square, as displayed
+    color: dict | None = None  # {"range", "space", "primaries", "trc"} that the source declares (ffmpeg names)

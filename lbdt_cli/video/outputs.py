@@ -11,6 +11,7 @@ ended; the folder is removed only if it fails before the first frame could be wr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -37,6 +38,8 @@ FORMATS = ("h5", "png", "mask-video", "overlay")
 def parse_formats(text: str) -> list[str]:
     """'h5,png' -> ['h5', 'png']; 'all' -> every format. LbdtError on an unknown name."""
     names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if not names:
+        raise LbdtError(f"--format {text!r} names no format (choose from {', '.join(FORMATS)}, or all)")
     if names == ["all"]:
         return list(FORMATS)
     unknown = [n for n in names if n not in FORMATS]
@@ -75,7 +78,8 @@ class VideoOutputs:
         self._stack = ExitStack()
         self.root = self._stack.enter_context(atomic_dir(self.final_dir, overwrite=self.overwrite))
         try:
-            self._open_writers()
+            with self._disk_errors():
+                self._open_writers()
         except BaseException:
             self._abort_writers()
             self._stack.__exit__(*sys.exc_info())
@@ -123,13 +127,22 @@ class VideoOutputs:
             self.writers.append(w)  # aborted with the others if open() fails part-way
             w.open()
 
+    @contextlib.contextmanager
+    def _disk_errors(self):
+        """A full disk (ENOSPC), a file size limit (EFBIG), a lost mount...: one OutputError (exit 5)."""
+        try:
+            yield
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.final_dir}: {exc.strerror or exc}") from None
+
     def write(self, frame: Frame, probs: np.ndarray, masks: np.ndarray | None = None) -> None:
         """probs: float32 [E, H, W] at the clip's own size; thresholded here (> threshold) unless
         the masks are given."""
         if masks is None:
             masks = (probs > self.meta.threshold).astype(np.uint8)
-        for w in self.writers:
-            w.write(frame, probs, masks)
+        with self._disk_errors():
+            for w in self.writers:
+                w.write(frame, probs, masks)
 
     def skip(self, frame: Frame) -> None:
         """A live frame the model skipped (--max-latency)."""
@@ -146,9 +159,11 @@ class VideoOutputs:
     def write_attention(self, name: str, image: np.ndarray) -> None:
         import cv2
 
-        d = self.root / "attention"
-        d.mkdir(exist_ok=True)
-        cv2.imwrite(str(d / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        with self._disk_errors():
+            d = self.root / "attention"
+            d.mkdir(exist_ok=True)
+            if not cv2.imwrite(str(d / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+                raise OutputError(f"cannot write {d / name}")
 
     def _manifest(self) -> dict:
         files = {"summary": "summary.json"}
@@ -184,20 +199,21 @@ class VideoOutputs:
     def finish(self, timings: dict | None = None, request: dict | None = None, extra: dict | None = None) -> dict:
         """Close every writer, write manifest.json and summary.json (+ `extra`; and, given `request`,
         the completion marker, last), move the folder into place (live runs: it is in place already)."""
-        for w in self.writers:
-            w.close()
-        if self.meta.live:
-            self.finished = True
-            self._write_manifest(in_progress=False)
-            return self.summary_writer.finish(timings, {"in_progress": False, **(extra or {})})
-        self._write_manifest()
-        summary = self.summary_writer.finish(timings, extra)
-        if request is not None:
-            from lbdt_cli.utils.completion import write_marker
+        with self._disk_errors():
+            for w in self.writers:
+                w.close()
+            if self.meta.live:
+                self.finished = True
+                self._write_manifest(in_progress=False)
+                return self.summary_writer.finish(timings, {"in_progress": False, **(extra or {})})
+            self._write_manifest()
+            summary = self.summary_writer.finish(timings, extra)
+            if request is not None:
+                from lbdt_cli.utils.completion import write_marker
 
-            write_marker(self.root, request)
-        self.finished = True
-        self._stack.__exit__(None, None, None)  # renames the temporary folder onto final_dir
+                write_marker(self.root, request)
+            self.finished = True
+            self._stack.__exit__(None, None, None)  # renames the temporary folder onto final_dir
         return summary
 
     def _finish_live_after(self, exc: BaseException) -> None:

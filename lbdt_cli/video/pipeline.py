@@ -147,6 +147,22 @@ def check_selection(info: VideoInfo, start: int, end: int | None, stride: int) -
 # ---------------------------------------------------------------------------------------------
 
 
+def check_threshold(threshold: float) -> None:
+    if not 0.0 <= threshold <= 1.0:  # also refuses NaN
+        raise LbdtError(f"--threshold must be between 0 and 1, got {threshold}")
+
+
+def check_flags(device: str, precision: str, batch_size: int, size: int | None, interval: int | None,
+                threshold: float, glove: Path | None, start: int, end: int | None, stride: int) -> None:
+    """Every `segment` flag that needs neither a clip nor the model, checked before anything else."""
+    from lbdt_cli.engine import Predictor
+    from lbdt_cli.video.reader import check_range
+
+    check_threshold(threshold)
+    check_range(start, end, stride)
+    Predictor.check_flags(device, precision, batch_size, size, interval, glove)
+
+
 @dataclass
 class Segmenter:
     """A loaded model, its text embedder and a Predictor; segments one clip after another."""
@@ -164,8 +180,7 @@ class Segmenter:
     def __post_init__(self) -> None:
         from lbdt_cli.engine import Predictor
 
-        if not 0.0 <= self.threshold <= 1.0:
-            raise LbdtError(f"--threshold must be between 0 and 1, got {self.threshold}")
+        check_threshold(self.threshold)
         # The predictor keeps an inference copy (BatchNorm folded); the loaded model is not kept.
         self.predictor = Predictor.from_checkpoint(
             self.checkpoint, glove=self.glove, device=self.device, precision=self.precision,
@@ -174,6 +189,10 @@ class Segmenter:
         self.checkpoint = self.predictor.checkpoint
         self.model = self.predictor.model
         self.embedder = self.predictor.embedder
+        bad = self.predictor.non_finite_weights()
+        if bad:
+            self.warnings.append(f"{self.checkpoint}: {bad} weight(s) are NaN or infinite; the masks will "
+                                 "likely be empty or meaningless")  # fmt: skip
         self.text = None
         self.expressions: list[str] = []
         self.tokens: list[list[str]] = []
@@ -205,7 +224,7 @@ class Segmenter:
             source=str(job.source), expressions=self.expressions, threshold=self.threshold,
             interval=self.predictor.interval, input_size=self.predictor.input_size, checkpoint=str(self.checkpoint),
             start=start, end=end, stride=stride,
-            extra={"model": self.config_name, "device": str(self.predictor.device), "precision": self.precision,
+            extra={"model": self.config_name, "device": str(self.predictor.device), "precision": self.predictor.precision,
                    "batch_size": self.batch_size},
         )  # fmt: skip
 
@@ -219,16 +238,20 @@ class Segmenter:
         `json_lines`: a text stream that gets one JSON object per frame (mask_records)."""
         meta = self.meta_for(job, start, end, stride)
         tokens = self.tokens
+        seen = {"attention": set(), "nan_frames": 0}
         records = JsonLinesWriter(json_lines, self.expressions) if json_lines is not None else None
         with VideoOutputs(job.output, job.info, meta, formats, save_probs=save_probs, palette=palette,
                           lossless=lossless, overwrite=overwrite) as out:  # fmt: skip
 
             def sink(pred) -> None:
+                if np.isnan(pred.probs).any():  # NaN > threshold is False: an empty mask, said below
+                    seen["nan_frames"] += 1
                 out.write(pred.frame, pred.probs)
                 if records is not None:
                     masks = (pred.probs > self.threshold).astype(np.uint8)
                     records.write(pred.frame.index, pred.frame.timestamp_s, masks)
                 if pred.attention:
+                    seen["attention"].add(pred.frame.index)
                     for e, maps in enumerate(pred.attention):
                         image = render_attention(pred.frame.rgb, pred.extra.get("prev_rgb"), tokens[e], maps,
                                                  self.expressions[e])  # fmt: skip
@@ -243,11 +266,35 @@ class Segmenter:
             )  # fmt: skip
             if timings.frames == 0:
                 raise InputError(f"{job.source} has zero frames in the selected range")
+            skipped = self._skipped(job.info, start, end, stride, timings.frames, attention_frames, seen)
+            out.summary_writer.warnings = skipped
             summary = out.finish({**timings.as_dict(), "peak_rss_mb": round(peak_rss_mb(), 1),
                                   "startup": startup_report()}, request=request)
         summary["output"] = str(job.output)
         return summary
 
+    @staticmethod
+    def _skipped(info: VideoInfo, start: int, end: int | None, stride: int, done: int,
+                 attention_frames: Sequence[int] | None, seen: dict) -> list[str]:  # fmt: skip
+        """What the run did not do that was asked or expected, one sentence each."""
+        notes = []
+        if info.num_frames is not None:
+            stop = info.num_frames if end is None else min(end, info.num_frames)
+            expected = len(range(start, stop, stride))
+            # the count of a video file is an estimate (duration x fps): one frame off is normal
+            if done < expected - (0 if info.is_folder else 1):
+                notes.append(f"decoded {done} of {expected} expected frames: the clip's data ends early "
+                             "(a cut or damaged file?)")  # fmt: skip
+        missing = sorted(set(attention_frames or ()) - seen["attention"])
+        if missing:
+            shown = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            why = f"not segmented (the run covered frames {start}..{start + (done - 1) * stride}"
+            why += f" every {stride})" if stride > 1 else ")"
+            notes.append(f"--attention-maps: frame(s) {shown} {why}; no map written for them")
+        if seen["nan_frames"]:
+            notes.append(f"the model's output was NaN on {seen['nan_frames']} of {done} frames; their masks are "
+                         "empty (check the checkpoint's weights)")  # fmt: skip
+        return notes
     def segment_live(self, source: LiveSource, output: Path, formats: Sequence[str], *, save_probs: bool = False,
                      palette: bool = False, lossless: bool = False, overwrite: bool = False,
                      max_latency: float | None = None, json_lines: IO[str] | None = None,

@@ -28,7 +28,7 @@ import numpy as np
 
 from lbdt_cli.errors import OutputError
 from lbdt_cli.video.draw import davis_palette, draw_overlay, label_image
-from lbdt_cli.video.ffmpeg import FFmpegWriter, h264_args
+from lbdt_cli.video.ffmpeg import FFmpegWriter, h264_args, source_look_args
 from lbdt_cli.video.info import Frame, VideoInfo
 
 __all__ = [
@@ -109,6 +109,91 @@ def _write_image(path: Path, write, live: bool) -> None:
         os.replace(target, path)
 
 
+class _GuardedFile:
+    """The file HDF5 writes masks.h5 through (h5py's file-object driver), absorbing write errors.
+
+    When the disk fills up (ENOSPC) or a file size limit is hit (EFBIG), a write that fails inside
+    HDF5's own driver leaves the library in a broken state: h5py objects then fail to free
+    themselves and the process can crash at exit. Here the first failed write is recorded and it
+    and every later write are kept in memory instead (reads see them), so HDF5 always sees a
+    consistent file and closes cleanly; the writer then reports the error, and the half-written
+    file is deleted with its folder. The writer stops at the next frame, so little is kept."""
+
+    def __init__(self, path: Path) -> None:
+        self.f = open(path, "w+b", buffering=0)  # unbuffered: a failing write fails here, not later
+        self.pos = 0
+        self.error: OSError | None = None
+        self.kept: list[tuple[int, bytes]] = []  # (offset, data) written after the error
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        if self.error is None:
+            try:
+                self.f.seek(self.pos)
+                done = 0
+                while done < len(data):
+                    done += self.f.write(data[done:])
+                self.pos += done
+                return done
+            except OSError as exc:
+                self.error = exc
+        self.kept.append((self.pos, data))
+        self.pos += len(data)
+        return len(data)
+
+    def readinto(self, buf) -> int:
+        view = memoryview(buf).cast("B")
+        n = len(view)
+        try:
+            self.f.seek(self.pos)
+            got = self.f.readinto(view) or 0
+        except OSError:
+            got = 0
+        view[got:] = bytes(n - got)  # past the end of what reached the disk
+        for off, data in self.kept:  # later writes win
+            lo, hi = max(off, self.pos), min(off + len(data), self.pos + n)
+            if lo < hi:
+                view[lo - self.pos : hi - self.pos] = data[lo - off : hi - off]
+        self.pos += n
+        return n
+
+    def read(self, n: int = -1) -> bytes:
+        buf = bytearray(max(n, 0))
+        self.readinto(buf)
+        return bytes(buf)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 0:
+            self.pos = offset
+        elif whence == 1:
+            self.pos += offset
+        else:
+            end = self.f.seek(0, 2)
+            self.pos = max([end] + [o + len(d) for o, d in self.kept]) + offset
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self.pos if size is None else size
+        if self.error is None:
+            try:
+                self.f.truncate(size)
+            except OSError as exc:
+                self.error = exc
+        return size
+
+    def flush(self) -> None:
+        pass  # unbuffered
+
+    def close(self) -> None:
+        try:
+            self.f.close()
+        except OSError as exc:
+            self.error = self.error or exc
+
+
 class H5Writer(Writer):
     """masks.h5: `masks` uint8 0/1 [E, T, H, W], chunked per frame and gzip-compressed, grown frame by frame."""
 
@@ -124,8 +209,12 @@ class H5Writer(Writer):
 
         info, meta = self.info, self.meta
         E, H, W = len(meta.expressions), info.height, info.width
-        # live: SWMR, so `h5py.File(path, "r", swmr=True)` can read it while it grows
-        self.f = h5py.File(self.path, "w", libver="latest") if meta.live else h5py.File(self.path, "w")
+        if meta.live:  # live: SWMR (readers open it while it grows) needs HDF5's own file driver
+            self.sink = None
+            self.f = h5py.File(self.path, "w", libver="latest")
+        else:
+            self.sink = _GuardedFile(self.path)
+            self.f = h5py.File(self.sink, "w")
         kw = dict(chunks=(1, 1, H, W), compression="gzip", compression_opts=4, shuffle=True)
         self.masks = self.f.create_dataset("masks", (E, 0, H, W), maxshape=(E, None, H, W), dtype="u1", **kw)
         self.probs = (
@@ -160,9 +249,19 @@ class H5Writer(Writer):
         if self.meta.live and time.monotonic() - self._flushed >= 0.5:
             self.f.flush()
             self._flushed = time.monotonic()
+        self._check()
+
+    def _check(self) -> None:
+        if self.sink is not None and self.sink.error is not None:
+            raise OutputError(f"cannot write {self.path.name}: {self.sink.error.strerror or self.sink.error}")
 
     def close(self) -> None:
-        self.f.close()
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+        if self.sink is not None:
+            self.sink.close()
+        self._check()
 
     def abort(self) -> None:
         if self.f is not None:
@@ -170,6 +269,9 @@ class H5Writer(Writer):
                 self.f.close()
             except Exception:  # noqa: BLE001 - the folder is deleted anyway
                 pass
+            self.f = None
+            if self.sink is not None:
+                self.sink.close()
 
 
 class PngWriter(Writer):
@@ -219,7 +321,7 @@ class MaskVideoWriter(Writer):
         for e in range(len(self.meta.expressions)):
             d = self.root / expr_dir_name(e)
             d.mkdir(parents=True, exist_ok=True)
-            args = self.meta.h264_args(info, self.lossless)
+            args = self.meta.h264_args(info, self.lossless) + source_look_args(info, colors=False)
             self.encoders.append(FFmpegWriter(d / "mask.mp4", info.width, info.height, self.meta.output_fps(info),
                                               "gray", args, own_session=self.meta.live))  # fmt: skip
 
@@ -260,7 +362,7 @@ class OverlayWriter(Writer):
             extra += ["-i", info.path]
             maps += ["-map", "1:a:0?"]
             audio = ["-c:a", "copy" if (info.audio_codec or "") in _MP4_AUDIO else "aac", "-shortest"]
-        args = meta.h264_args(info) + audio
+        args = meta.h264_args(info) + source_look_args(info) + audio
         self.encoder = FFmpegWriter(self.root / "overlay.mp4", info.width, info.height, meta.output_fps(info),
                                     "rgb24", args, extra, maps, own_session=meta.live)  # fmt: skip
 
@@ -291,6 +393,7 @@ class SummaryWriter(Writer):
         self.path = self.root / "summary.json"
         self.frame_indices: list[int] = []
         self.areas: list[list[int]] = [[] for _ in meta.expressions]
+        self.warnings: list[str] = []  # what was asked or expected but not done (frames missing, ...)
 
     def write(self, frame: Frame, probs: np.ndarray, masks: np.ndarray) -> None:
         self.frame_indices.append(frame.index)
@@ -314,6 +417,7 @@ class SummaryWriter(Writer):
             "time_s": timings,
             **({"startup": startup} if startup is not None else {}),
             "frame_indices": self.frame_indices,
+            "warnings": self.warnings,
             "expressions": [
                 {
                     "index": e, "folder": expr_dir_name(e), "text": text,
