@@ -273,10 +273,21 @@ def test_cli_stdin_json_lines_while_sending_and_sigterm_finalises(clip, tmp_path
     folder = out / "stdin"
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["in_progress"] is True
-    with h5py.File(folder / "masks.h5", "r", swmr=True) as f:  # readable while it grows
-        assert f["masks"].shape[:1] == (2,) and f["masks"].shape[1] >= 1
+    # readable while it grows; the writer thread trails the JSON lines, so wait for its first flush
+    deadline, frames_on_disk = time.monotonic() + 20, 0
+    while frames_on_disk < 1 and time.monotonic() < deadline:
+        with h5py.File(folder / "masks.h5", "r", swmr=True) as f:
+            assert f["masks"].shape[0] == 2
+            frames_on_disk = f["masks"].shape[1]
+        time.sleep(0.1)
+    assert frames_on_disk >= 1
+    assert sent["last"] is None  # still growing: the source is still sending
     proc.send_signal(signal.SIGTERM)
-    rest, err = proc.communicate(timeout=60)
+    # read through the same buffered reader as above: communicate() reads the raw pipe and
+    # would lose lines readline() has already buffered
+    rest = proc.stdout.read()
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
     feeder.join(timeout=5)
     assert proc.returncode == 143, err.decode()
     records = [r for _, r in lines] + [json.loads(ln) for ln in rest.decode().splitlines()]

@@ -232,7 +232,7 @@ class H5Writer(Writer):
         )  # fmt: skip
         if meta.live:
             self.f.swmr_mode = True
-            self._flushed = time.monotonic()
+            self._flushed = float("-inf")  # the first frame is flushed at once, later ones every 0.5 s
 
     def write(self, frame: Frame, probs: np.ndarray, masks: np.ndarray) -> None:
         t = self.t
