@@ -53,3 +53,17 @@ def tiny_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(path, build_model("tiny"))
     return path
+
+
+@pytest.fixture(scope="session")
+def ckpt(tiny_checkpoint):
+    """The `tiny` checkpoint under the short name the video tests use."""
+    return tiny_checkpoint
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory):
+    """Small clips in every container (tests/video_clips.py), made once per session."""
+    from video_clips import make_clips
+
+    return make_clips(tmp_path_factory.getbasetemp() / "video_clips")

@@ -15,22 +15,10 @@ from pathlib import Path
 import pytest
 
 from lbdt_cli.model import build_model, save_checkpoint
-from video_clips import FPS, H, W, ffmpeg, make_clips
+from video_clips import FPS, H, W, ffmpeg
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def clips(tmp_path_factory):
-    return make_clips(tmp_path_factory.getbasetemp() / "video_clips")
-
-
-@pytest.fixture(scope="session")
-def ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, build_model("tiny"))
-    return path
 
 
 @pytest.fixture(scope="session")

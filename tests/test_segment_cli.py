@@ -4,35 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 
 import h5py
-import numpy as np
 import pytest
 
 from lbdt_cli.cli import main
-from lbdt_cli.model import build_model, save_checkpoint
 from lbdt_cli.runtime import dist_env, shard
 from lbdt_cli.video.pipeline import split_inputs_and_expressions
 from lbdt_cli.weights import default_checkpoint
-from video_clips import H, N, W, make_clips
+from video_clips import H, N, W
 
 EXPRS = ["the red circle", "a square moving left"]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="session")
-def clips(tmp_path_factory):
-    return make_clips(tmp_path_factory.getbasetemp() / "video_clips")
-
-
-@pytest.fixture(scope="session")
-def ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, build_model("tiny"))
-    return path
 
 
 def run(capsys, *argv):

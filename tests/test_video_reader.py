@@ -9,12 +9,7 @@ import pytest
 
 from lbdt_cli.errors import InputError, LbdtError
 from lbdt_cli.video.reader import count_frames, iter_frames, list_frame_files, probe
-from video_clips import FPS, H, N, W, make_clips
-
-
-@pytest.fixture(scope="session")
-def clips(tmp_path_factory):
-    return make_clips(tmp_path_factory.getbasetemp() / "video_clips")
+from video_clips import FPS, H, N, W
 
 
 @pytest.mark.parametrize("name", ["mp4", "mkv", "webm", "avi", "mov"])

@@ -14,12 +14,7 @@ from lbdt_cli.utils.atomic import atomic_dir, atomic_path, check_writable_output
 from lbdt_cli.video.reader import iter_frames, probe
 from lbdt_cli.video.outputs import FORMATS, VideoOutputs, parse_formats
 from lbdt_cli.video.writers import SegmentMeta
-from video_clips import H, N, W, make_clips
-
-
-@pytest.fixture(scope="session")
-def clips(tmp_path_factory):
-    return make_clips(tmp_path_factory.getbasetemp() / "video_clips")
+from video_clips import H, W
 
 
 def _probs(frame_index, h=H, w=W):
