@@ -12,6 +12,7 @@ The binary is `ffmpeg` on PATH, else the one the imageio-ffmpeg wheel carries.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import re
 import shutil
@@ -255,16 +256,7 @@ class FFmpegReader:
 
     def close(self) -> None:
         """Stops ffmpeg if it is still running (the caller stopped early)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
-        self.proc.wait()
-        self._drain.join(timeout=5)
+        _stop(self.proc, self._drain)
 
 
 class FFmpegWriter:
@@ -431,16 +423,21 @@ class FFmpegLiveReader:
             self.proc.kill()
 
     def close(self) -> None:
-        self.kill()
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
-        self.proc.wait()
-        self._thread.join(timeout=5)
+        _stop(self.proc, self._thread)
 
+
+
+def _stop(proc: subprocess.Popen, log_thread: threading.Thread) -> None:
+    """Kills a decoding ffmpeg that is still running, closes its pipes, reaps it and waits for the
+    thread reading its log (shared by the file and live readers)."""
+    if proc.poll() is None:
+        proc.kill()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+    proc.wait()
+    log_thread.join(timeout=5)
 
 def h264_args(width: int, height: int, lossless: bool = False, fragment_frames: int | None = None) -> list[str]:
     """H.264 output options for an mp4 that plays everywhere.
