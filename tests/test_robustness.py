@@ -504,3 +504,49 @@ def test_pixel_aspect_and_colour_tags_are_kept(run_cli, ckpt, tmp_path):
     mask = probe(tmp_path / "o" / "anamorphic" / "expr_00" / "mask.mp4")
     assert overlay.sar == info.sar and mask.sar == info.sar
     assert overlay.color == info.color
+
+
+def _frame_times(path) -> list[float]:
+    """Presentation times of a video's frames, read by ffmpeg itself (not through lbdt)."""
+    import re
+
+    log = subprocess.run([ffmpeg(), "-hide_banner", "-i", str(path), "-map", "0:v:0", "-vf", "showinfo=checksum=0",
+                          "-f", "null", "-"], capture_output=True, text=True, check=False).stderr  # fmt: skip
+    return [float(t) for t in re.findall(r"pts_time:(\S+)", log)]
+
+
+@pytest.fixture(scope="session")
+def vfr_clip(tmp_path_factory):
+    """24 frames whose spacing changes: 40 ms, then two gaps of 120 and 240 ms (a phone's clip
+    that slowed down), with an audio track; the frames' true times are returned with it."""
+    path = tmp_path_factory.mktemp("vfr") / "phone.mp4"
+    times = [n * 0.04 + (0.08 if n >= 10 else 0) + (0.2 if n >= 17 else 0) for n in range(24)]
+    subprocess.run([ffmpeg(), "-v", "error", "-f", "lavfi", "-i", f"testsrc=size={W}x{H}:rate=25",
+                    "-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-frames:v", "24",
+                    "-vf", "settb=1/1000,setpts='N*40+if(gte(N,10),80,0)+if(gte(N,17),200,0)'", "-fps_mode", "passthrough",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)], check=True)  # fmt: skip
+    assert _frame_times(path) == pytest.approx(times, abs=1e-4)  # the clip is what it should be
+    return path, times
+
+
+def test_variable_frame_rate_keeps_the_source_times(run_cli, ckpt, tmp_path, vfr_clip):
+    import h5py
+
+    src, times = vfr_clip
+    res = run_cli("segment", src, "a circle", "-c", ckpt, "-o", tmp_path / "o", "-f", "h5,overlay,mask-video", "-q")
+    assert res.code == 0, res.stderr
+    out = tmp_path / "o" / "phone"
+    with h5py.File(out / "masks.h5") as f:
+        assert list(f["frame_indices"][:]) == list(range(24))
+        assert f["timestamps"][:] == pytest.approx(times, abs=1e-6)  # not index / average fps
+    for video in (out / "overlay.mp4", out / "expr_00" / "mask.mp4"):
+        assert _frame_times(video) == pytest.approx(times, abs=1e-3), video.name
+    # a selection: every second frame from frame 9; the overlay starts at 0 with the audio cut there
+    res = run_cli("segment", src, "a circle", "-c", ckpt, "-o", tmp_path / "s", "-f", "h5,overlay", "-q",
+                  "--start", "9", "--stride", "2")  # fmt: skip
+    assert res.code == 0, res.stderr
+    picked = times[9::2]
+    with h5py.File(tmp_path / "s" / "phone" / "masks.h5") as f:
+        assert f["timestamps"][:] == pytest.approx(picked, abs=1e-6)
+    assert _frame_times(tmp_path / "s" / "phone" / "overlay.mp4") == pytest.approx(
+        [t - picked[0] for t in picked], abs=1e-3)

@@ -152,3 +152,15 @@ def test_error_or_interrupt_leaves_nothing(clips, tmp_path):
         VideoOutputs(tmp_path / "clip", info, meta, ["h5"]).__enter__()
     assert (tmp_path / "clip" / "keep.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip"]
+
+
+def test_encoder_timeline_stays_increasing():
+    from lbdt_cli.video.ffmpeg import Timeline
+
+    tl = Timeline(25.0)
+    assert [tl.us(t) for t in (0.0, 0.04, 0.2)] == [0, 40_000, 200_000]  # the source's own spacing
+    assert tl.us(None) == 240_000  # no time: one nominal frame on
+    # a live source that reconnects starts again near 0: one frame on, then its own spacing again
+    assert [tl.us(t) for t in (0.0, 0.1, 0.13)] == [280_000, 380_000, 410_000]
+    assert tl.us(0.41) == 690_000  # not squeezed onto the previous frame
+    assert tl.us(float("nan")) == 730_000

@@ -209,8 +209,7 @@ def register(app: typer.Typer) -> None:
                               attention=bool(frame_list))  # fmt: skip
         if show:
             err_console.print(
-                f"model [bold]{markup_safe(seg.config_name)}[/] on {seg.predictor.device} ({precision}), input "
-                f"{seg.predictor.input_size}, δ={seg.predictor.interval}, {len(expressions)} expression(s), "
+                f"model {_model_text(seg)}, input {seg.predictor.input_size}, δ={seg.predictor.interval}, {len(expressions)} expression(s), "
                 f"{len(todo)} clip(s)" + (f" [rank {rank}/{world}]" if world > 1 else ""), highlight=False)
 
         if benchmark:
@@ -317,6 +316,13 @@ def _print_failures(failures: list, path: Path, total: int) -> None:
     err_console.print(table)
 
 
+def _model_text(seg) -> str:
+    """`lbdt1 on cpu (fp32)`, or for an exported model the runtime and the precision it runs at."""
+    pred = seg.predictor
+    runs = pred.model.backend_name() + " export" if pred.exported else pred.precision
+    return f"[bold]{markup_safe(seg.config_name)}[/] on {pred.device} ({runs})"
+
+
 def _load(checkpoint, glove, device, precision, batch_size, size, interval, threshold, expressions, show,
           glove_progress: bool | None = None, attention: bool = False):  # fmt: skip
     from lbdt_cli.commands._glove import prepare_glove
@@ -361,8 +367,7 @@ def _segment_live(url: str, expressions: list[str], *, checkpoint, glove, device
         info = source.open()
     if show:
         err_console.print(
-            f"model [bold]{seg.config_name}[/] on {seg.predictor.device} ({precision}), input "
-            f"{seg.predictor.input_size}, δ={seg.predictor.interval}, {len(expressions)} expression(s); live "
+            f"model {_model_text(seg)}, input {seg.predictor.input_size}, δ={seg.predictor.interval}, {len(expressions)} expression(s); live "
             f"source {info.width}x{info.height} at {info.fps:g} fps"
             + (f", max latency {max_latency:g} s" if max_latency else ""), highlight=False)
     if benchmark:
@@ -489,11 +494,13 @@ def _print_benchmark(r: dict, as_json: bool, quiet: bool) -> None:
                           highlight=False)  # fmt: skip
         console.print("start-up (last round): " + ", ".join(f"{k} {v:.2f} s" for k, v in r["startup_phases_s"].items()),
                       highlight=False, soft_wrap=True)  # fmt: skip
+        peak = (f"{100 * r['model_only_gflops'] / r['peak_gflops']:.0f}% of this device's {r['peak_precision']} "
+                f"dense-kernel peak ({r['peak_gflops']:.0f} GFLOP/s, best measured in this run); at that peak the "
+                f"model alone would give {r['fps_at_peak']:.2f} fps = {r['fps_at_peak'] / naive:.2f}x naive")
+        if r["peak_precision"] != r["precision"]:  # int8 / bf16 kernels of another runtime are not bound by it
+            peak = f"this device's {r['peak_precision']} dense-kernel peak, for scale: {r['peak_gflops']:.0f} GFLOP/s"
         console.print(f"model compute: {r['gflop_per_frame']:.1f} GFLOP/frame; model-only ran at "
-                      f"{r['model_only_gflops']:.0f} GFLOP/s = {100 * r['model_only_gflops'] / r['peak_gflops']:.0f}% "
-                      f"of this device's dense-kernel peak ({r['peak_gflops']:.0f} GFLOP/s, best measured in this run); "
-                      f"at that peak the model alone would give {r['fps_at_peak']:.2f} fps = "
-                      f"{r['fps_at_peak'] / naive:.2f}x naive", highlight=False)  # fmt: skip
+                      f"{r['model_only_gflops']:.0f} GFLOP/s ({r['precision']}); {peak}", highlight=False)  # fmt: skip
 
 
 class _Null:

@@ -2,6 +2,7 @@
 
     info.py      VideoInfo, Frame
     ffmpeg.py    every ffmpeg process: probe, decode (FFmpegReader), encode (FFmpegWriter)
+    matroska.py  raw frames with their presentation times, as the encoder's input stream
     reader.py    probe / iter_frames over video files and frame folders
     draw.py      overlay, DAVIS palette, attention grids (pixels only, no files)
     writers.py   one small class per output format over a common Writer base

@@ -2,7 +2,7 @@
 
     info = probe_file(path)                          # parses the banner of `ffmpeg -i` (no ffprobe)
     reader = FFmpegReader(info, start)               # raw rgb24 frames from a pipe
-    writer = FFmpegWriter(path, w, h, fps, "rgb24", h264_args(w, h))   # raw frames into a file
+    writer = FFmpegWriter(path, w, h, fps, "rgb24", h264_args(w, h))   # raw frames, each at its time
     live = FFmpegLiveReader(url, input_args)         # a live source: size, rate and pts from its log
     frames = decode_video(path); encode_video(frames, path, fps)       # whole clips (small data)
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from lbdt_cli.errors import InputError, OutputError
+from lbdt_cli.video import matroska
 from lbdt_cli.video.info import DEFAULT_FOLDER_FPS, VideoInfo
 
 __all__ = [
@@ -212,9 +214,92 @@ def count_file_frames(path: str | os.PathLike) -> int:
 # decoding and encoding processes
 
 
+_LIVE_OUTPUT_STREAM = re.compile(r"^\s*Stream #0:\d+.*: Video: rawvideo.*?, (\d{1,6})x(\d{1,6})\b")
+_SHOWINFO = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(\S+)\s+pts_time:(\S+)")
+_SHOWINFO_TIME_BASE = re.compile(r"config in time_base: (\d+)/(\d+)")
+_LEVEL_TAG = re.compile(r"\[(?:error|fatal|panic)\] ")
+
+
+class FrameLog:
+    """An ffmpeg log read on a thread: each frame's presentation time from the `showinfo` filter
+    (exact: its integer pts times the filter's time base), and the other lines, the last 40 kept
+    for messages. `on_line` sees every other line as it comes (the live reader reads its banner)."""
+
+    def __init__(self, stderr, on_line=None) -> None:
+        self.times: collections.deque[float | None] = collections.deque()
+        self.lines: collections.deque[str] = collections.deque(maxlen=40)
+        self._on_line = on_line
+        self._time_base: tuple[int, int] | None = None
+        self._cond = threading.Condition()
+        self._done = False
+        self.thread = threading.Thread(target=self._read, args=(stderr,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stderr) -> None:
+        try:
+            self._read_lines(stderr)
+        except (OSError, ValueError):  # the pipe was closed under us (a stop that could not wait)
+            pass
+        with self._cond:
+            self._done = True
+            self._cond.notify_all()
+
+    def _read_lines(self, stderr) -> None:
+        for raw in stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if "Parsed_showinfo" in line:
+                m = _SHOWINFO.search(line)
+                if m:
+                    with self._cond:
+                        self.times.append(self._seconds(m.group(2), m.group(3)))
+                        self._cond.notify_all()
+                elif (tb := _SHOWINFO_TIME_BASE.search(line)) and int(tb.group(2)):
+                    self._time_base = (int(tb.group(1)), int(tb.group(2)))
+                continue  # the frame's side data and colours
+            self.lines.append(line)
+            if self._on_line is not None:
+                self._on_line(line)
+
+    def _seconds(self, pts: str, pts_time: str) -> float | None:
+        try:
+            if self._time_base is not None:
+                return int(pts) * self._time_base[0] / self._time_base[1]
+            return float(pts_time)  # rounded to 6 digits by ffmpeg: the time base line came first so far
+        except ValueError:  # NOPTS
+            return None
+
+    def time_of(self, n: int, timeout: float | None = None) -> float | None:
+        """Presentation time (s) of the n-th frame out (its log line may trail the frame a
+        little); None when it has none or did not come within `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while len(self.times) <= n and not self._done:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(left)
+            return self.times[n] if len(self.times) > n else None
+
+
+def _read_frame(pipe, frame_bytes: int) -> bytearray | None:
+    """One frame's bytes from a decoder's stdout in a fresh (writable) buffer; None at the end."""
+    buf = bytearray(frame_bytes)
+    view, got = memoryview(buf), 0
+    while got < frame_bytes:
+        try:
+            n = pipe.readinto(view[got:])
+        except (OSError, ValueError):  # closed by a stop from another thread
+            return None
+        if not n:
+            return None
+        got += n
+    return buf
+
+
 class FFmpegReader:
     """An ffmpeg process decoding the first video stream of `info.path` to raw rgb24 frames on a
-    pipe, from frame `start` on (as displayed: rotation applied); stderr drained on a thread."""
+    pipe, from frame `start` on (as displayed: rotation applied), with each frame's presentation
+    time (`time_of`, seconds from the start of the file) read from its log on a thread."""
 
     def __init__(self, info: VideoInfo, start: int = 0) -> None:
         import ffmpeg  # ffmpeg-python builds the command line
@@ -223,70 +308,99 @@ class FFmpegReader:
         stream = ffmpeg.input(info.path, threads=1)["v:0"]  # first video stream; autorotate is the default
         if start > 0:  # drop frames before the selection ahead of the rgb conversion
             stream = stream.filter("select", f"gte(n,{start})")
+        stream = stream.filter("showinfo", checksum=0)  # the frames' real times (variable frame rates)
         out = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *out.get_args()]
+        # info level for showinfo; each line tagged with its level, so errors can be told apart
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info", *out.get_args()]
         self.frame_bytes = info.width * info.height * 3
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self._stderr: collections.deque[bytes] = collections.deque(maxlen=50)
-        self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
-        self._drain.start()
-
-    def _drain_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._stderr.append(line)
+        self.log = FrameLog(self.proc.stderr)
 
     def read(self) -> bytearray | None:
         """One frame's bytes in a fresh (writable) buffer, or None at the end of the stream."""
-        assert self.proc.stdout is not None
-        buf = bytearray(self.frame_bytes)
-        view, got = memoryview(buf), 0
-        while got < self.frame_bytes:
-            n = self.proc.stdout.readinto(view[got:])
-            if not n:
-                return None
-            got += n
-        return buf
+        return _read_frame(self.proc.stdout, self.frame_bytes)
+
+    def time_of(self, n: int) -> float | None:
+        """Presentation time (s) of the n-th frame read; None if the file gives it none."""
+        return self.log.time_of(n, timeout=10.0)
 
     def error_text(self) -> str:
-        """Waits for ffmpeg to exit; its last stderr lines."""
+        """Waits for ffmpeg to exit; its error lines."""
         self.proc.wait()
-        self._drain.join(timeout=5)
-        return b"".join(self._stderr).decode("utf-8", "replace")
+        self.log.thread.join(timeout=5)
+        errors = [_LEVEL_TAG.sub("", ln) for ln in self.log.lines if _LEVEL_TAG.search(ln)]
+        return "\n".join(errors)
 
     def close(self) -> None:
         """Stops ffmpeg if it is still running (the caller stopped early)."""
-        _stop(self.proc, self._drain)
+        _stop(self.proc, self.log.thread)
+
+
+class Timeline:
+    """Frame times in microseconds for an encoder, strictly increasing: a frame without a time, or
+    one that goes back (a live source that reconnected and starts again from 0), follows the last
+    by one nominal frame, and the frames after it keep their own spacing."""
+
+    def __init__(self, fps: float | None) -> None:
+        self.step_us = max(1, round(1e6 / fps)) if fps and fps > 0 else 40_000
+        self.last_us: int | None = None
+        self.shift_us = 0
+
+    def us(self, time_s: float | None) -> int:
+        if time_s is None or not math.isfinite(time_s):
+            t = (self.last_us + self.step_us) if self.last_us is not None else 0
+        else:
+            t = round(time_s * 1e6) + self.shift_us
+        if self.last_us is not None and t <= self.last_us:
+            self.shift_us += self.last_us + self.step_us - t
+            t = self.last_us + self.step_us
+        self.last_us = t
+        return t
 
 
 class FFmpegWriter:
-    """An ffmpeg process encoding raw frames from a pipe into a video file.
+    """An ffmpeg process encoding raw frames from a pipe into a video file, each frame at its own
+    presentation time (the frames go in as a Matroska stream, which carries them: see matroska.py),
+    so a source with a variable frame rate keeps its timing.
 
-    write() each frame, then close() (OutputError if ffmpeg failed) or abort() (kills it)."""
+    write() each frame with its time, then close() (OutputError if ffmpeg failed) or abort() (kills it)."""
 
     def __init__(self, path: Path, width: int, height: int, fps: float, pix_fmt_in: str, codec_args: list[str],
                  extra_inputs: list[str] | None = None, maps: list[str] | None = None,
                  threads: int | None = 1, own_session: bool = False) -> None:  # fmt: skip
-        """`own_session`: not in the terminal's process group, so Ctrl-C reaches only us and we
+        """`fps`: the nominal rate (a hint for players, and the step for frames without a time).
+        `own_session`: not in the terminal's process group, so Ctrl-C reaches only us and we
         close the file properly (live runs finalise their outputs on Ctrl-C)."""
         self.path = Path(path)
         self._log = tempfile.TemporaryFile()
+        self.timeline = Timeline(fps)
         cmd = [
             ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", pix_fmt_in, "-s", f"{width}x{height}", "-r", f"{fps:.6g}", "-i", "pipe:0",
-            *(extra_inputs or []), *(maps or []), *codec_args,
+            "-f", "matroska", "-i", "pipe:0",
+            # every frame as it comes, timed in the input's microseconds (the default time base, one
+            # over the nominal rate, would move the frames of a variable-rate clip onto its grid)
+            *(extra_inputs or []), *(maps or []), *codec_args, "-fps_mode", "passthrough", "-enc_time_base", "demux",
             # encoding runs beside the model; leave it the cores (None: ffmpeg's default)
             *(["-threads", str(threads)] if threads else []),
             str(self.path),
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log,
                                      start_new_session=own_session)  # fmt: skip
+        self._frame_shape = (height, width, 3) if pix_fmt_in == "rgb24" else (height, width)
+        self._send([matroska.stream_header(width, height, pix_fmt_in, fps)])
 
-    def write(self, data: np.ndarray) -> None:
+    def _send(self, pieces) -> None:
         try:
-            self.proc.stdin.write(np.ascontiguousarray(data).tobytes())
+            for piece in pieces:
+                self.proc.stdin.write(piece)
         except (BrokenPipeError, OSError):
             raise OutputError(f"ffmpeg stopped while writing {self.path.name}: {self._error()}") from None
+
+    def write(self, data: np.ndarray, time_s: float | None) -> None:
+        """One frame (uint8 [H, W, 3] for rgb24, [H, W] for gray) shown at `time_s` seconds."""
+        if data.shape != self._frame_shape:
+            raise ValueError(f"frame of shape {data.shape}, the video's is {self._frame_shape}")
+        self._send(matroska.frame_block(np.ascontiguousarray(data).data.cast("B"), self.timeline.us(time_s)))
 
     def _error(self) -> str:
         self.proc.wait()
@@ -319,10 +433,6 @@ class FFmpegWriter:
         self._log.close()
 
 
-_LIVE_OUTPUT_STREAM = re.compile(r"^\s*Stream #0:\d+.*: Video: rawvideo.*?, (\d{1,6})x(\d{1,6})\b")
-_SHOWINFO = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(\S+)\s+pts_time:(\S+)")
-
-
 class FFmpegLiveReader:
     """An ffmpeg process decoding a live source (URL, `pipe:0`, V4L2 device) to raw rgb24 frames.
 
@@ -334,7 +444,7 @@ class FFmpegLiveReader:
 
     def __init__(self, source: str, input_args: list[str], stdin=subprocess.DEVNULL,
                  size: tuple[int, int] | None = None) -> None:  # fmt: skip
-        vf = "showinfo" if size is None else f"scale={size[0]}:{size[1]},showinfo"
+        vf = "showinfo=checksum=0" if size is None else f"scale={size[0]}:{size[1]},showinfo=checksum=0"
         cmd = [
             ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", "-threads", "1", *input_args,
             "-i", source, "-map", "0:v:0", "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24",
@@ -342,80 +452,42 @@ class FFmpegLiveReader:
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      start_new_session=True)  # fmt: skip
-        self.lines: collections.deque[str] = collections.deque(maxlen=40)
-        self.pts: collections.deque[float | None] = collections.deque()
         self.size: tuple[int, int] | None = None
         self.fps: float | None = None
         self.ready = threading.Event()
-        self._cond = threading.Condition()
-        self._log_done = False
-        self._thread = threading.Thread(target=self._read_log, daemon=True)
-        self._thread.start()
+        self._input_fps: float | None = None
+        self.log = FrameLog(self.proc.stderr, on_line=self._banner_line)
+        threading.Thread(target=self._ready_at_exit, daemon=True).start()
 
-    def _read_log(self) -> None:
-        assert self.proc.stderr is not None
-        input_fps = None
-        for raw in self.proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip()
-            m = _SHOWINFO.search(line)
-            if m:
-                try:
-                    t = float(m.group(3))
-                except ValueError:  # NOPTS
-                    t = None
-                with self._cond:
-                    self.pts.append(t)
-                    self._cond.notify_all()
-                continue
-            if "Parsed_showinfo" in line:
-                continue  # side data of a frame
-            self.lines.append(line)
-            if self.size is None and " Video: " in line:
-                fps_values = {u: float(v) * (1000 if k else 1) for v, k, u in _FPS.findall(line)}
-                fps = fps_values.get("fps") or fps_values.get("tbr")
-                out = _LIVE_OUTPUT_STREAM.match(line)
-                if out:
-                    self.size = (int(out.group(1)), int(out.group(2)))
-                    self.fps = input_fps or fps
-                    self.ready.set()
-                elif fps:
-                    input_fps = input_fps or fps
-        with self._cond:
-            self._log_done = True
-            self._cond.notify_all()
+    def _banner_line(self, line: str) -> None:
+        if self.size is None and " Video: " in line:
+            fps_values = {u: float(v) * (1000 if k else 1) for v, k, u in _FPS.findall(line)}
+            fps = fps_values.get("fps") or fps_values.get("tbr")
+            out = _LIVE_OUTPUT_STREAM.match(line)
+            if out:
+                self.size = (int(out.group(1)), int(out.group(2)))
+                self.fps = self._input_fps or fps
+                self.ready.set()
+            elif fps:
+                self._input_fps = self._input_fps or fps
+
+    def _ready_at_exit(self) -> None:
+        self.log.thread.join()
         self.ready.set()
 
     def read(self) -> bytearray | None:
         """One frame's bytes, or None at the end (or when stopped)."""
-        n = self.size[0] * self.size[1] * 3
-        buf = bytearray(n)
-        view, got = memoryview(buf), 0
-        while got < n:
-            try:
-                k = self.proc.stdout.readinto(view[got:])
-            except (OSError, ValueError):  # closed by stop()
-                return None
-            if not k:
-                return None
-            got += k
-        return buf
+        return _read_frame(self.proc.stdout, self.size[0] * self.size[1] * 3)
 
     def pts_of(self, n: int, timeout: float = 0.5) -> float | None:
         """Presentation time (s) of the n-th frame read (its log line may trail the frame a little)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while len(self.pts) <= n and not self._log_done:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._cond.wait(left)
-            return self.pts[n] if len(self.pts) > n else None
+        return self.log.time_of(n, timeout)
 
     def error_text(self) -> str:
         """The last telling log line (after ffmpeg exited)."""
-        self._thread.join(timeout=5)
+        self.log.thread.join(timeout=5)
         skip = ("Input #", "Output #", "Stream ", "Metadata", "Duration", "  ", "Press [q]")
-        lines = [ln.strip() for ln in self.lines if ln.strip() and not ln.startswith(skip)]
+        lines = [ln.strip() for ln in self.log.lines if ln.strip() and not ln.startswith(skip)]
         return lines[-1] if lines else f"ffmpeg exit code {self.proc.returncode}"
 
     def kill(self) -> None:
@@ -423,21 +495,21 @@ class FFmpegLiveReader:
             self.proc.kill()
 
     def close(self) -> None:
-        _stop(self.proc, self._thread)
-
+        _stop(self.proc, self.log.thread)
 
 
 def _stop(proc: subprocess.Popen, log_thread: threading.Thread) -> None:
-    """Kills a decoding ffmpeg that is still running, closes its pipes, reaps it and waits for the
-    thread reading its log (shared by the file and live readers)."""
+    """Kills a decoding ffmpeg that is still running, reaps it, waits for the thread reading its
+    log (it ends at the log's end) and closes the pipes (shared by the file and live readers)."""
     if proc.poll() is None:
         proc.kill()
+    proc.wait()
+    log_thread.join(timeout=5)
     for pipe in (proc.stdout, proc.stderr):
         if pipe is not None:
             with contextlib.suppress(OSError):
                 pipe.close()
-    proc.wait()
-    log_thread.join(timeout=5)
+
 
 def h264_args(width: int, height: int, lossless: bool = False, fragment_frames: int | None = None) -> list[str]:
     """H.264 output options for an mp4 that plays everywhere.
@@ -488,10 +560,10 @@ def encode_video(frames: np.ndarray, path: str | os.PathLike, fps: float, codec:
     if codec not in _CODECS:
         raise ValueError(f"unknown codec {codec!r} (lossless or compatible)")
     h, w = frames.shape[1:3]
-    writer = FFmpegWriter(Path(path), w, h, fps, "rgb24", ["-an", *_CODECS[codec], "-r", f"{fps:.6g}", "-f", "mp4"],
-                          threads=None)  # fmt: skip
+    writer = FFmpegWriter(Path(path), w, h, fps, "rgb24", ["-an", *_CODECS[codec], "-f", "mp4"], threads=None)
     try:
-        writer.write(frames)
+        for i, frame in enumerate(frames):
+            writer.write(frame, i / fps)
     except BaseException:
         writer.abort()
         raise

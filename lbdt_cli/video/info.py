@@ -14,7 +14,7 @@ DEFAULT_FOLDER_FPS = 25.0  # frame folders carry no timing; DAVIS / YouTube-VOS 
 @dataclass(frozen=True)
 class Frame:
     index: int  # position in the source clip (0-based), not in the selection
-    timestamp_s: float  # nominal time: index / fps
+    timestamp_s: float  # presentation time from the decoder (frame folders, or a frame without one: index / fps)
     rgb: np.ndarray  # uint8 [H, W, 3]
 
 

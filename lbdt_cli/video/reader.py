@@ -4,7 +4,7 @@ Both kinds of input go through the same two calls:
 
     info = probe(path)                          # VideoInfo: size after rotation, fps, ...
     for frame in iter_frames(path, start, end, stride):
-        frame.index, frame.timestamp_s, frame.rgb   # rgb: uint8 [H, W, 3]
+        frame.index, frame.timestamp_s, frame.rgb   # rgb: uint8 [H, W, 3]; time as the decoder gives it
 
 Only one frame is held at a time, so memory does not grow with the length of the clip. The ffmpeg
 processes themselves are in `lbdt_cli.video.ffmpeg`.
@@ -168,8 +168,9 @@ def iter_frames(
                     break
                 if (index - start) % stride == 0:
                     rgb = np.frombuffer(data, np.uint8).reshape(info.height, info.width, 3)
+                    t = stream.time_of(index - start)
                     yielded += 1
-                    yield Frame(index, index / info.fps, rgb)
+                    yield Frame(index, index / info.fps if t is None else t, rgb)
                 index += 1
             if reached_eof or yielded == 0:
                 text = stream.error_text()  # waits for ffmpeg to exit

@@ -328,14 +328,14 @@ class MaskVideoWriter(Writer):
     def write(self, frame: Frame, probs: np.ndarray, masks: np.ndarray) -> None:
         self.last = masks
         for w, m in zip(self.encoders, masks):
-            w.write(m * np.uint8(255))
+            w.write(m * np.uint8(255), frame.timestamp_s)
 
     def skip(self, frame: Frame) -> None:
         masks = self.last
         if masks is None:
             masks = np.zeros((len(self.encoders), *frame.rgb.shape[:2]), np.uint8)
         for w, m in zip(self.encoders, masks):
-            w.write(m * np.uint8(255))
+            w.write(m * np.uint8(255), frame.timestamp_s)
 
     def close(self) -> None:
         for w in self.encoders:
@@ -347,37 +347,45 @@ class MaskVideoWriter(Writer):
 
 
 class OverlayWriter(Writer):
-    """overlay.mp4: source frames with all masks drawn on them, at the source timing, with its audio."""
+    """overlay.mp4: source frames with all masks drawn on them, at the source timing, with its audio.
+
+    The encoder starts with the first frame: the audio is cut from that frame's presentation time
+    (with --start, or a variable frame rate, the frame index does not say when that is)."""
 
     encoder: FFmpegWriter | None = None
     last: np.ndarray | None = None
 
-    def open(self) -> None:
+    def _start(self, first: Frame) -> None:
         info, meta = self.info, self.meta
         extra, maps, audio = [], ["-map", "0:v:0"], []
         if info.has_audio and not info.is_folder:
-            extra = ["-ss", f"{meta.start / info.fps:.6f}"]
+            extra = ["-ss", f"{first.timestamp_s:.6f}"] if first.timestamp_s > 0 else []
             if meta.end is not None:
                 extra += ["-t", f"{(meta.end - meta.start) / info.fps:.6f}"]
             extra += ["-i", info.path]
             maps += ["-map", "1:a:0?"]
-            audio = ["-c:a", "copy" if (info.audio_codec or "") in _MP4_AUDIO else "aac", "-shortest"]
+            audio = ["-c:a", "copy" if (info.audio_codec or "") in _MP4_AUDIO else "aac"]  # to its end, like the source (no -shortest)
         args = meta.h264_args(info) + source_look_args(info) + audio
         self.encoder = FFmpegWriter(self.root / "overlay.mp4", info.width, info.height, meta.output_fps(info),
                                     "rgb24", args, extra, maps, own_session=meta.live)  # fmt: skip
 
     def write(self, frame: Frame, probs: np.ndarray, masks: np.ndarray) -> None:
         self.last = masks
-        self.encoder.write(draw_overlay(frame.rgb, masks, self.meta.expressions))
+        if self.encoder is None:
+            self._start(frame)
+        self.encoder.write(draw_overlay(frame.rgb, masks, self.meta.expressions), frame.timestamp_s)
 
     def skip(self, frame: Frame) -> None:
         masks = self.last
         if masks is None:
             masks = np.zeros((len(self.meta.expressions), *frame.rgb.shape[:2]), np.uint8)
-        self.encoder.write(draw_overlay(frame.rgb, masks, self.meta.expressions))
+        if self.encoder is None:
+            self._start(frame)
+        self.encoder.write(draw_overlay(frame.rgb, masks, self.meta.expressions), frame.timestamp_s)
 
     def close(self) -> None:
-        self.encoder.close()
+        if self.encoder is not None:
+            self.encoder.close()
 
     def abort(self) -> None:
         if self.encoder is not None:
