@@ -157,6 +157,13 @@ def test_int8_export_is_quantized_and_close(run_cli, exports):
     m2 = _export(run_cli, exports / "onnx-int8-keep", "--format", "onnx", "--int8", "--calibration-samples", 2,
                  "--keep-fp", "decoder.*")
     assert m2["quantization"]["keep_fp"] == ["decoder.*"] and m2["quantization"]["keep_fp_nodes"] > 5
+    # int8 with the float layers in bf16 (the fastest CPU export): reported as it really runs
+    m3 = _export(run_cli, exports / "openvino-int8-bf16", "--format", "openvino", "--int8", "--precision", "bf16",
+                 "--calibration-samples", 2)  # fmt: skip
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    cpu_bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert m3["parity"]["precision"] == ("int8+bf16" if cpu_bf16 else "int8+fp32")
+    assert m3["parity"]["mask_iou_mean"] > 0.6
 
 
 def test_torchscript_export_and_bad_arguments(run_cli, exports, tmp_path, monkeypatch):

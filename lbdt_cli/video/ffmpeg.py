@@ -152,26 +152,37 @@ _MATRIX = {"bt709": "bt709", "bt470bg": "bt601", "smpte170m": "smpte170m", "smpt
            "fcc": "fcc", "bt2020nc": "bt2020", "bt2020ncl": "bt2020"}
 
 
+# names the setparams filter takes (as ffmpeg's banner prints them)
+_PRIMARIES = {"bt709", "bt470m", "bt470bg", "smpte170m", "smpte240m", "film", "bt2020", "smpte428", "smpte431",
+              "smpte432", "jedec-p22", "ebu3213"}
+_TRANSFERS = {"bt709", "bt470m", "bt470bg", "gamma22", "gamma28", "smpte170m", "smpte240m", "linear", "log100",
+              "log316", "iec61966-2-4", "bt1361e", "iec61966-2-1", "bt2020-10", "bt2020-12", "smpte2084",
+              "smpte428", "arib-std-b67"}
+
+
 def source_look_args(info: VideoInfo, colors: bool = True) -> list[str]:
     """Output options that keep the source's pixel aspect ratio and declared colours in an H.264
     video encoded from rgb24 frames: setsar, the matching RGB -> YUV matrix and range, and the
-    colour tags (a player then shows the frames as the source was shown)."""
-    filters, args = [], []
+    colour tags (matrix, range, primaries, transfer) set on the frames with setparams, which the
+    encoder writes into the stream (its -color_primaries / -color_trc options are not honoured
+    here). A player then shows the frames as the source was shown. The pixels are not colour
+    managed: the decoded RGB is still in the source's primaries and transfer, so the tags hold."""
+    filters = []
     color = (info.color or {}) if colors else {}  # masks are not colour pictures: only the pixel shape
     matrix = _MATRIX.get(color.get("space", ""))
     if matrix or color.get("range"):
         opts = ([f"out_color_matrix={matrix}"] if matrix else []) + (
             [f"out_range={color['range']}"] if color.get("range") else [])
         filters.append("scale=" + ":".join(opts))
+    tags = ([f"colorspace={color['space']}"] if matrix else []) + (
+        [f"range={color['range']}"] if color.get("range") else []) + (
+        [f"color_primaries={color['primaries']}"] if color.get("primaries") in _PRIMARIES else []) + (
+        [f"color_trc={color['trc']}"] if color.get("trc") in _TRANSFERS else [])  # fmt: skip
+    if tags:
+        filters.append("setparams=" + ":".join(tags))
     if info.sar:
         filters.append(f"setsar={info.sar[0]}/{info.sar[1]}")
-    if filters:
-        args += ["-vf", ",".join(filters)]
-    for key, flag in (("space", "-colorspace"), ("primaries", "-color_primaries"), ("trc", "-color_trc"),
-                      ("range", "-color_range")):
-        if color.get(key) and (key != "space" or matrix):
-            args += [flag, color[key]]
-    return args
+    return ["-vf", ",".join(filters)] if filters else []
 
 
 def ffmpeg_error(text: str) -> str:
