@@ -109,6 +109,11 @@ def test_onnx_export_matches_pytorch_in_the_engine_and_segment_runs_it(run_cli, 
     doc = json.loads(res.stdout)["videos"][0]
     summary = json.loads((tmp_path / "seg" / video.stem / "summary.json").read_text())
     assert doc["frames"] == 8 and summary["precision"] == "fp32" and summary["checkpoint"] == str(out)
+    # without --json the model line names the runtime the export runs in
+    res = run_cli("segment", video, "the shape moving right", "--checkpoint", out, "-o", tmp_path / "seg4",
+                  "--format", "h5")  # fmt: skip
+    assert res.code == 0, res.stderr
+    assert "(onnx fp32 export)" in res.stderr, res.stderr
     # --benchmark --backends: the export beside the PyTorch runs and the naive loop, in the same rounds.
     res = run_cli("segment", video, "the shape moving right", "--checkpoint", DEMO, "--benchmark", "--json",
                   "--backends", out, "--format", "h5")

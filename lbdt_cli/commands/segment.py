@@ -319,7 +319,7 @@ def _print_failures(failures: list, path: Path, total: int) -> None:
 def _model_text(seg) -> str:
     """`lbdt1 on cpu (fp32)`, or for an exported model the runtime and the precision it runs at."""
     pred = seg.predictor
-    runs = pred.model.backend_name() + " export" if pred.exported else pred.precision
+    runs = pred.model.backend_name + " export" if pred.exported else pred.precision
     return f"[bold]{markup_safe(seg.config_name)}[/] on {pred.device} ({runs})"
 
 
