@@ -298,7 +298,6 @@ def benchmark_segment(seg: Segmenter, job: VideoJob, formats: Sequence[str], *, 
             say("device peak" + (f" (round {r + 1}/{rounds})" if rounds > 1 else ""))
             peaks.append(peak_rate(pred.device, seg.precision))
         del frames
-        peak_precision = seg.precision  # PyTorch kernels at the run's --precision, whatever runs the model
         gflop = frame_gflop(naive_model, pred.input_size, len(seg.expressions))
     del naive_pred, naive_model
     med = {k: statistics.median(v) for k, v in samples.items()}
@@ -321,7 +320,9 @@ def benchmark_segment(seg: Segmenter, job: VideoJob, formats: Sequence[str], *, 
         "stage_times_s": summaries[-1]["time_s"],
         # the ceiling: how close the model came to the device's best dense-kernel rate in this
         # run, and the frames/s the model alone would give at that rate
-        "gflop_per_frame": gflop, "peak_gflops": max(peaks), "peak_precision": peak_precision, "peak_gflops_samples": [round(p, 1) for p in peaks],
+        # (the peak is PyTorch's kernels at the run's --precision, whatever runs the model)
+        "gflop_per_frame": gflop, "peak_gflops": max(peaks), "peak_precision": seg.precision,
+        "peak_gflops_samples": [round(p, 1) for p in peaks],
         "model_only_gflops": fps["model_only"] * gflop, "fps_at_peak": max(peaks) / gflop,
         "peak_rss_mb": round(peak_rss_mb(), 1),
         # start-up included: the command as a user runs it, against the naive loop of a model

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,6 +128,14 @@ def test_onnx_export_matches_pytorch_in_the_engine_and_segment_runs_it(run_cli, 
     assert_one_line_error(res, 2, "this export runs at fp32")
 
 
+
+def _cpu_has_bf16() -> bool:
+    """Where OpenVINO's CPU plugin has bf16 kernels (it falls back to fp32 elsewhere)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 @need_ov
 def test_openvino_fp32_asks_for_fp32_and_bf16_is_reported(run_cli, exports):
     out = exports / "openvino"
@@ -139,9 +147,7 @@ def test_openvino_fp32_asks_for_fp32_and_bf16_is_reported(run_cli, exports):
     assert p["precision"] == "fp32" and p["relative_max_diff"] < 1e-4 and p["mask_iou_min"] > 0.999
 
     bf = _export(run_cli, exports / "openvino-bf16", "--format", "openvino", "--precision", "bf16")
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    cpu_bf16 = "avx512_bf16" in flags or "amx_bf16" in flags  # where OpenVINO's CPU plugin has bf16 kernels
-    assert bf["precision"] == "bf16" and bf["parity"]["precision"] == ("bf16" if cpu_bf16 else "fp32")
+    assert bf["precision"] == "bf16" and bf["parity"]["precision"] == ("bf16" if _cpu_has_bf16() else "fp32")
     assert bf["parity"]["mask_iou_mean"] > 0.98  # documented bf16 tolerance on the demo model
 
 
@@ -165,9 +171,7 @@ def test_int8_export_is_quantized_and_close(run_cli, exports):
     # int8 with the float layers in bf16 (the fastest CPU export): reported as it really runs
     m3 = _export(run_cli, exports / "openvino-int8-bf16", "--format", "openvino", "--int8", "--precision", "bf16",
                  "--calibration-samples", 2)  # fmt: skip
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    cpu_bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
-    assert m3["parity"]["precision"] == ("int8+bf16" if cpu_bf16 else "int8+fp32")
+    assert m3["parity"]["precision"] == ("int8+bf16" if _cpu_has_bf16() else "int8+fp32")
     assert m3["parity"]["mask_iou_mean"] > 0.6
 
 

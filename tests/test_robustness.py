@@ -507,8 +507,8 @@ def test_pixel_aspect_and_colour_tags_are_kept(run_cli, ckpt, tmp_path):
     # an HDR-tagged source (BT.2020 primaries, PQ transfer) keeps all four tags
     hdr = tmp_path / "hdr.mp4"
     subprocess.run([ffmpeg(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-frames:v", "4",
-                    "-vf", "scale=out_color_matrix=bt2020:out_range=tv,"
-                    "setparams=colorspace=bt2020nc:range=tv:color_primaries=bt2020:color_trc=smpte2084",
+                    "-vf", ("scale=out_color_matrix=bt2020:out_range=tv,"
+                            "setparams=colorspace=bt2020nc:range=tv:color_primaries=bt2020:color_trc=smpte2084"),
                     "-c:v", "libx264", "-pix_fmt", "yuv420p", str(hdr)], check=True)  # fmt: skip
     info = probe(hdr)
     assert info.color == {"range": "tv", "space": "bt2020nc", "primaries": "bt2020", "trc": "smpte2084"}

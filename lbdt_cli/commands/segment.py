@@ -208,9 +208,8 @@ def register(app: typer.Typer) -> None:
                               expressions, show, glove_progress=show and rank == 0,
                               attention=bool(frame_list))  # fmt: skip
         if show:
-            err_console.print(
-                f"model {_model_text(seg)}, input {seg.predictor.input_size}, δ={seg.predictor.interval}, {len(expressions)} expression(s), "
-                f"{len(todo)} clip(s)" + (f" [rank {rank}/{world}]" if world > 1 else ""), highlight=False)
+            err_console.print(f"{_model_line(seg, expressions)}, {len(todo)} clip(s)"
+                              + (f" [rank {rank}/{world}]" if world > 1 else ""), highlight=False)  # fmt: skip
 
         if benchmark:
             if not todo:
@@ -316,11 +315,13 @@ def _print_failures(failures: list, path: Path, total: int) -> None:
     err_console.print(table)
 
 
-def _model_text(seg) -> str:
-    """`lbdt1 on cpu (fp32)`, or for an exported model the runtime and the precision it runs at."""
+def _model_line(seg, expressions: list[str]) -> str:
+    """`model lbdt1 on cpu (fp32), input 320, δ=6, 2 expression(s)`; for an exported model the
+    runtime and the precision it runs at in place of the precision."""
     pred = seg.predictor
     runs = pred.model.backend_name + " export" if pred.exported else pred.precision
-    return f"[bold]{markup_safe(seg.config_name)}[/] on {pred.device} ({runs})"
+    return (f"model [bold]{markup_safe(seg.config_name)}[/] on {pred.device} ({runs}), input {pred.input_size}, "
+            f"δ={pred.interval}, {len(expressions)} expression(s)")
 
 
 def _load(checkpoint, glove, device, precision, batch_size, size, interval, threshold, expressions, show,
@@ -367,8 +368,7 @@ def _segment_live(url: str, expressions: list[str], *, checkpoint, glove, device
         info = source.open()
     if show:
         err_console.print(
-            f"model {_model_text(seg)}, input {seg.predictor.input_size}, δ={seg.predictor.interval}, {len(expressions)} expression(s); live "
-            f"source {info.width}x{info.height} at {info.fps:g} fps"
+            f"{_model_line(seg, expressions)}; live source {info.width}x{info.height} at {info.fps:g} fps"
             + (f", max latency {max_latency:g} s" if max_latency else ""), highlight=False)
     if benchmark:
         from lbdt_cli.benchmark import benchmark_live
@@ -477,20 +477,19 @@ def _print_benchmark(r: dict, as_json: bool, quiet: bool) -> None:
                       f"end-to-end speed-up over naive: {r['speedup_vs_naive']:.2f}x   "
                       f"peak RSS {r['peak_rss_mb']:.0f} MiB", highlight=False)  # fmt: skip
         if r["rounds"] > 1:
-            console.print("per round: speed-up over naive " + ", ".join(f"{x:.2f}x" for x in r["speedup_by_round"])
-                          + "; pipeline cost " + ", ".join(f"{100 * x:+.1f}%" for x in r["overhead_by_round"]),
-                          highlight=False)  # fmt: skip
+            console.print(f"per round: speed-up over naive {_series(r['speedup_by_round'], '{:.2f}x')}; "
+                          f"pipeline cost {_series(r['overhead_by_round'], '{:+.1%}')}", highlight=False)  # fmt: skip
             for b in r.get("backends", ()):
                 console.print(f"per round: {b['backend']} end-to-end speed-up over naive "
-                              + ", ".join(f"{x:.2f}x" for x in b["speedup_by_round"]), highlight=False)
+                              f"{_series(b['speedup_by_round'], '{:.2f}x')}", highlight=False)  # fmt: skip
         naive_s = r["frames"] / naive
         console.print(f"whole command in a fresh process, start-up included: {r['whole_command_s']:.2f} s for "
                       f"{r['frames']} frames, first mask {r['time_to_first_mask_s']:.2f} s after launch; naive loop "
                       f"with its model already loaded: {naive_s:.2f} s -> the command is "
                       f"{r['whole_command_vs_naive']:.2f}x as fast", highlight=False)  # fmt: skip
         if r["rounds"] > 1:
-            console.print("per round: command vs naive " + ", ".join(f"{x:.2f}x" for x in r["whole_command_by_round"])
-                          + "; first mask at " + ", ".join(f"{x:.2f} s" for x in r["time_to_first_mask_by_round"]),
+            console.print(f"per round: command vs naive {_series(r['whole_command_by_round'], '{:.2f}x')}; "
+                          f"first mask at {_series(r['time_to_first_mask_by_round'], '{:.2f} s')}",
                           highlight=False)  # fmt: skip
         console.print("start-up (last round): " + ", ".join(f"{k} {v:.2f} s" for k, v in r["startup_phases_s"].items()),
                       highlight=False, soft_wrap=True)  # fmt: skip
@@ -501,6 +500,11 @@ def _print_benchmark(r: dict, as_json: bool, quiet: bool) -> None:
             peak = f"this device's {r['peak_precision']} dense-kernel peak, for scale: {r['peak_gflops']:.0f} GFLOP/s"
         console.print(f"model compute: {r['gflop_per_frame']:.1f} GFLOP/frame; model-only ran at "
                       f"{r['model_only_gflops']:.0f} GFLOP/s ({r['precision']}); {peak}", highlight=False)  # fmt: skip
+
+
+def _series(values, fmt: str) -> str:
+    """One number a round: `1.21x, 1.34x`."""
+    return ", ".join(fmt.format(x) for x in values)
 
 
 class _Null:

@@ -234,12 +234,14 @@ _LEVEL_TAG = re.compile(r"\[(?:error|fatal|panic)\] ")
 class FrameLog:
     """An ffmpeg log read on a thread: each frame's presentation time from the `showinfo` filter
     (exact: its integer pts times the filter's time base), and the other lines, the last 40 kept
-    for messages. `on_line` sees every other line as it comes (the live reader reads its banner)."""
+    for messages. `on_line` sees every other line as it comes (the live reader reads its banner);
+    `on_end` is called when the log ends (ffmpeg exited)."""
 
-    def __init__(self, stderr, on_line=None) -> None:
+    def __init__(self, stderr, on_line=None, on_end=None) -> None:
         self.times: collections.deque[float | None] = collections.deque()
         self.lines: collections.deque[str] = collections.deque(maxlen=40)
         self._on_line = on_line
+        self._on_end = on_end
         self._time_base: tuple[int, int] | None = None
         self._cond = threading.Condition()
         self._done = False
@@ -254,6 +256,8 @@ class FrameLog:
         with self._cond:
             self._done = True
             self._cond.notify_all()
+        if self._on_end is not None:
+            self._on_end()
 
     def _read_lines(self, stderr) -> None:
         for raw in stderr:
@@ -331,9 +335,9 @@ class FFmpegReader:
         """One frame's bytes in a fresh (writable) buffer, or None at the end of the stream."""
         return _read_frame(self.proc.stdout, self.frame_bytes)
 
-    def time_of(self, n: int) -> float | None:
+    def time_of(self, n: int, timeout: float = 10.0) -> float | None:
         """Presentation time (s) of the n-th frame read; None if the file gives it none."""
-        return self.log.time_of(n, timeout=10.0)
+        return self.log.time_of(n, timeout)
 
     def error_text(self) -> str:
         """Waits for ffmpeg to exit; its error lines."""
@@ -467,8 +471,7 @@ class FFmpegLiveReader:
         self.fps: float | None = None
         self.ready = threading.Event()
         self._input_fps: float | None = None
-        self.log = FrameLog(self.proc.stderr, on_line=self._banner_line)
-        threading.Thread(target=self._ready_at_exit, daemon=True).start()
+        self.log = FrameLog(self.proc.stderr, on_line=self._banner_line, on_end=self.ready.set)
 
     def _banner_line(self, line: str) -> None:
         if self.size is None and " Video: " in line:
@@ -482,15 +485,11 @@ class FFmpegLiveReader:
             elif fps:
                 self._input_fps = self._input_fps or fps
 
-    def _ready_at_exit(self) -> None:
-        self.log.thread.join()
-        self.ready.set()
-
     def read(self) -> bytearray | None:
         """One frame's bytes, or None at the end (or when stopped)."""
         return _read_frame(self.proc.stdout, self.size[0] * self.size[1] * 3)
 
-    def pts_of(self, n: int, timeout: float = 0.5) -> float | None:
+    def time_of(self, n: int, timeout: float = 0.5) -> float | None:
         """Presentation time (s) of the n-th frame read (its log line may trail the frame a little)."""
         return self.log.time_of(n, timeout)
 

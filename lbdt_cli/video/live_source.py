@@ -168,7 +168,7 @@ class LiveSource:
                     if buf is None:
                         break
                     arrival = time.perf_counter()
-                    pts = conn.pts_of(n)
+                    pts = conn.time_of(n)
                     ts = pts if pts is not None else index / info.fps
                     yield LiveFrame(index, ts, _as_rgb(buf, info), arrival)
                     index += 1

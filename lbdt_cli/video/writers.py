@@ -307,6 +307,11 @@ class PaletteWriter(Writer):
         _write_image(self.dir / f"{frame.index:06d}.png", lambda p: img.save(p, optimize=False), self.meta.live)
 
 
+def _last_or_empty(last: np.ndarray | None, expressions: int, frame: Frame) -> np.ndarray:
+    """The masks a video shows for a frame the model skipped: the last ones, or none yet."""
+    return last if last is not None else np.zeros((expressions, *frame.rgb.shape[:2]), np.uint8)
+
+
 class MaskVideoWriter(Writer):
     """expr_XX/mask.mp4: the mask as a black/white H.264 video (lossless with `lossless=True`)."""
 
@@ -327,13 +332,12 @@ class MaskVideoWriter(Writer):
 
     def write(self, frame: Frame, probs: np.ndarray, masks: np.ndarray) -> None:
         self.last = masks
-        for w, m in zip(self.encoders, masks):
-            w.write(m * np.uint8(255), frame.timestamp_s)
+        self._encode(frame, masks)
 
     def skip(self, frame: Frame) -> None:
-        masks = self.last
-        if masks is None:
-            masks = np.zeros((len(self.encoders), *frame.rgb.shape[:2]), np.uint8)
+        self._encode(frame, _last_or_empty(self.last, len(self.encoders), frame))
+
+    def _encode(self, frame: Frame, masks: np.ndarray) -> None:
         for w, m in zip(self.encoders, masks):
             w.write(m * np.uint8(255), frame.timestamp_s)
 
@@ -364,21 +368,20 @@ class OverlayWriter(Writer):
                 extra += ["-t", f"{(meta.end - meta.start) / info.fps:.6f}"]
             extra += ["-i", info.path]
             maps += ["-map", "1:a:0?"]
-            audio = ["-c:a", "copy" if (info.audio_codec or "") in _MP4_AUDIO else "aac"]  # to its end, like the source (no -shortest)
+            # the audio runs to its own end, as in the source (-shortest would cut the last frames)
+            audio = ["-c:a", "copy" if (info.audio_codec or "") in _MP4_AUDIO else "aac"]
         args = meta.h264_args(info) + source_look_args(info) + audio
         self.encoder = FFmpegWriter(self.root / "overlay.mp4", info.width, info.height, meta.output_fps(info),
                                     "rgb24", args, extra, maps, own_session=meta.live)  # fmt: skip
 
     def write(self, frame: Frame, probs: np.ndarray, masks: np.ndarray) -> None:
         self.last = masks
-        if self.encoder is None:
-            self._start(frame)
-        self.encoder.write(draw_overlay(frame.rgb, masks, self.meta.expressions), frame.timestamp_s)
+        self._encode(frame, masks)
 
     def skip(self, frame: Frame) -> None:
-        masks = self.last
-        if masks is None:
-            masks = np.zeros((len(self.meta.expressions), *frame.rgb.shape[:2]), np.uint8)
+        self._encode(frame, _last_or_empty(self.last, len(self.meta.expressions), frame))
+
+    def _encode(self, frame: Frame, masks: np.ndarray) -> None:
         if self.encoder is None:
             self._start(frame)
         self.encoder.write(draw_overlay(frame.rgb, masks, self.meta.expressions), frame.timestamp_s)
